@@ -1,0 +1,128 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/rds-fence/rds-fence/csi"
+	"github.com/rds-fence/rds-fence/rds"
+)
+
+// ControllerOptions are the controller subcommand's settings.
+type ControllerOptions struct {
+	Endpoint string
+	RDS      RDSOptions
+	Driver   csi.Options
+}
+
+// RDSOptions say how to reach and trust the RDS over SSH.
+type RDSOptions struct {
+	Address        string
+	User           string
+	KeyFile        string
+	HostKey        rds.HostKeyOptions
+	MaxSessions    int
+	CommandTimeout time.Duration
+}
+
+// AddFlags registers the RDS connection flags.
+func (o *RDSOptions) AddFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.Address, "rds-address", "", "RDS SSH address host:port (required)")
+	fs.StringVar(&o.User, "rds-user", "admin", "RouterOS user")
+	fs.StringVar(&o.KeyFile, "rds-key-file", "", "private key for public-key authentication (required)")
+	fs.StringVar(&o.HostKey.KnownHostsFile, "rds-known-hosts", "", "known_hosts file that pins the RDS host key")
+	fs.StringVar(&o.HostKey.PinnedKey, "rds-host-key", "", `pinned RDS host public key, authorized_keys format ("ssh-ed25519 AAAA...")`)
+	fs.BoolVar(&o.HostKey.InsecureIgnoreHostKey, "rds-insecure-ignore-host-key", false, "accept any RDS host key (INSECURE; test setups only)")
+	fs.IntVar(&o.MaxSessions, "rds-max-sessions", 8, "concurrent SSH sessions on the RDS connection")
+	fs.DurationVar(&o.CommandTimeout, "rds-command-timeout", 30*time.Second, "timeout of one RouterOS command")
+}
+
+// Validate checks the RDS options without connecting.
+func (o *RDSOptions) Validate() error {
+	var errs []error
+	if o.Address == "" {
+		errs = append(errs, errors.New("--rds-address is required"))
+	}
+	if o.KeyFile == "" {
+		errs = append(errs, errors.New("--rds-key-file is required"))
+	}
+	if o.HostKey.KnownHostsFile == "" && o.HostKey.PinnedKey == "" && !o.HostKey.InsecureIgnoreHostKey {
+		errs = append(errs, errors.New("the RDS host key must be pinned: set --rds-known-hosts or --rds-host-key"))
+	}
+	if o.MaxSessions <= 0 {
+		errs = append(errs, fmt.Errorf("--rds-max-sessions must be positive, got %d", o.MaxSessions))
+	}
+	return errors.Join(errs...)
+}
+
+// NewClient builds the RDS client (it connects lazily).
+func (o *RDSOptions) NewClient(log logr.Logger, onReconnect func()) (*rds.Client, error) {
+	signer, err := loadSigner(o.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("RDS key: %w", err)
+	}
+	hk, err := rds.HostKeyCallback(o.HostKey, log)
+	if err != nil {
+		return nil, err
+	}
+	return rds.NewClient(rds.Config{Address: o.Address, User: o.User, Signer: signer, HostKeyCallback: hk,
+		MaxSessions: o.MaxSessions, CommandTimeout: o.CommandTimeout, Logger: log, OnReconnect: onReconnect})
+}
+
+// ParseControllerFlags parses args into options and validates them.
+func ParseControllerFlags(args []string, version string) (*ControllerOptions, func() logr.Logger, error) {
+	o := &ControllerOptions{}
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	newLog := logFlags(fs)
+	fs.StringVar(&o.Endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint")
+	o.RDS.AddFlags(fs)
+	d := &o.Driver
+	fs.StringVar(&d.Name, "driver-name", csi.DefaultDriverName, "CSI driver name")
+	fs.StringVar(&d.TargetAddress, "target-address", "", "NVMe/TCP address nodes connect to (default: the host of --rds-address)")
+	fs.IntVar(&d.TargetPort, "target-port", 4420, "NVMe/TCP port of the exports")
+	fs.StringVar(&d.Pool, "pool", "storage-pool", "RDS mount point holding the backing files")
+	fs.StringVar(&d.IDs.BasePath, "base-path", "", "directory of backing files on the RDS (default /<pool>/kubernetes-volumes)")
+	fs.StringVar(&d.IDs.SlotPrefix, "slot-prefix", "pvc-", "slot prefix that marks this driver's disks")
+	fs.StringVar(&d.IDs.NQNPrefix, "nqn-prefix", "nqn.2000-02.com.mikrotik:", "subsystem NQN prefix")
+	fs.StringVar(&d.TopologyValue, "topology-value", "rds", "value of the topology segment this RDS serves")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	d.Version = version
+	if d.TargetAddress == "" {
+		d.TargetAddress = hostOf(o.RDS.Address)
+	}
+	d.SetDefaults()
+	if err := errors.Join(o.RDS.Validate(), d.Validate()); err != nil {
+		return nil, nil, err
+	}
+	return o, newLog, nil
+}
+
+// RunController runs the CSI controller until ctx is done.
+func RunController(ctx context.Context, args []string, version string) error {
+	o, newLog, err := ParseControllerFlags(args, version)
+	if err != nil {
+		return err
+	}
+	log := newLog()
+	client, err := o.RDS.NewClient(log, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = client.Close() }()
+	drv, err := csi.NewDriver(o.Driver, client, log)
+	if err != nil {
+		return err
+	}
+	lis, err := csi.Listen(o.Endpoint)
+	if err != nil {
+		return err
+	}
+	return drv.Run(ctx, lis)
+}

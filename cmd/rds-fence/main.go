@@ -1,0 +1,58 @@
+// Command rds-fence is the one binary of the project; its subcommands are
+// the controller (CSI controller service), the RDS simulator and, as they
+// land, the node plugin and the local environment.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rds-fence/rds-fence/cmd/rds-fence/app"
+)
+
+var version = "dev"
+
+func usage() {
+	fmt.Fprintf(os.Stderr, `usage: rds-fence <command> [flags]
+
+commands:
+  controller   CSI controller service (volume lifecycle on the RDS over SSH)
+  rds-sim      RouterOS-compatible RDS simulator (SSH server, sparse files)
+  node         CSI node plugin (not yet: see the node issue)
+  version      print the version
+
+Run "rds-fence <command> -h" for a command's flags.
+`)
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "controller":
+		err = app.RunController(ctx, args, version)
+	case "rds-sim":
+		err = app.RunSimulator(ctx, args)
+	case "node", "dev":
+		err = fmt.Errorf("%s: not yet implemented", cmd)
+	case "version":
+		fmt.Println(version)
+	case "-h", "--help", "help":
+		usage()
+	default:
+		usage()
+		err = fmt.Errorf("unknown command %q", cmd)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "rds-fence:", err)
+		os.Exit(1)
+	}
+}
