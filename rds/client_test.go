@@ -264,7 +264,7 @@ func TestDropDuringCommandIsAmbiguousThenRetrySeesResult(t *testing.T) {
 
 func TestCommandTimeout(t *testing.T) {
 	env := simtest.Start(t, rdssim.Options{}, rdssim.ServerOptions{})
-	env.Sim.SetLatency(2 * time.Second)
+	env.Sim.SetLatency(time.Second)
 	c := env.Client(t, func(cfg *rds.Config) { cfg.CommandTimeout = 200 * time.Millisecond })
 	err := c.Ping(t.Context())
 	if !errors.Is(err, rds.ErrUnreachable) || !strings.Contains(err.Error(), "no answer within") {

@@ -84,6 +84,7 @@ type pdParser struct {
 	provisional bool // contentCol is a guess until the first continuation line
 	buf         []byte
 	segs        []pdSeg
+	keyArena    []string // backing store for Record.Keys
 
 	// Incremental scan of buf: quote state and start of the last token.
 	scanPos, tokStart int
@@ -304,7 +305,12 @@ func (p *pdParser) finish() error {
 func (p *pdParser) tokenize(rec *Record) error {
 	s := string(p.buf)
 	est := strings.Count(s, "=")
-	rec.Keys = make([]string, 0, est)
+	// Keys come from a shared chunk: every key is followed by a '=', so est
+	// bounds len(Keys) and the full slice expression keeps records apart.
+	if len(p.keyArena) < est {
+		p.keyArena = make([]string, max(est, 2048))
+	}
+	rec.Keys, p.keyArena = p.keyArena[:0:est], p.keyArena[est:]
 	rec.Props = make(map[string]string, est)
 	n, i := len(s), 0
 	for {

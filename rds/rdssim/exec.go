@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/rds-fence/rds-fence/rds"
 )
 
@@ -194,6 +196,9 @@ func createSparse(path string, size int64) error {
 	return f.Close()
 }
 
+// copySparse copies src into a new sparse file dst of the given size,
+// copying only the data extents (SEEK_DATA/SEEK_HOLE) so that holes stay
+// holes and a large empty source costs nothing.
 func copySparse(src, dst string, size int64) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -207,25 +212,26 @@ func copySparse(src, dst string, size int64) error {
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 1<<20)
-	zero := make([]byte, len(buf))
 	var off int64
 	for {
-		n, rerr := in.Read(buf)
-		if n > 0 && string(buf[:n]) != string(zero[:n]) { // keep holes sparse
-			if _, err := out.WriteAt(buf[:n], off); err != nil {
-				_ = out.Close()
-				return err
-			}
+		data, err := unix.Seek(int(in.Fd()), off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // no data after off
 		}
-		off += int64(n)
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
+		if err != nil {
 			_ = out.Close()
-			return rerr
+			return err
 		}
+		hole, err := unix.Seek(int(in.Fd()), data, unix.SEEK_HOLE)
+		if err != nil {
+			_ = out.Close()
+			return err
+		}
+		if _, err := io.Copy(io.NewOffsetWriter(out, data), io.NewSectionReader(in, data, hole-data)); err != nil {
+			_ = out.Close()
+			return err
+		}
+		off = hole
 	}
 	return out.Close()
 }
