@@ -117,9 +117,21 @@ func TestHostileValuesNeverReachTheRDS(t *testing.T) {
 		})
 	}
 	for _, bad := range []rds.CreateOptions{
-		func() rds.CreateOptions { o := createOpts(slot, rds.GiB); o.FilePath = `/storage-pool/x"; /disk remove [find]; ".img`; return o }(),
-		func() rds.CreateOptions { o := createOpts(slot, rds.GiB); o.FilePath = "/storage-pool/../etc/passwd"; return o }(),
-		func() rds.CreateOptions { o := createOpts(slot, rds.GiB); o.NQN = "nqn.2000-02.com.mikrotik:a;b"; return o }(),
+		func() rds.CreateOptions {
+			o := createOpts(slot, rds.GiB)
+			o.FilePath = `/storage-pool/x"; /disk remove [find]; ".img`
+			return o
+		}(),
+		func() rds.CreateOptions {
+			o := createOpts(slot, rds.GiB)
+			o.FilePath = "/storage-pool/../etc/passwd"
+			return o
+		}(),
+		func() rds.CreateOptions {
+			o := createOpts(slot, rds.GiB)
+			o.NQN = "nqn.2000-02.com.mikrotik:a;b"
+			return o
+		}(),
 		func() rds.CreateOptions { o := createOpts(slot, rds.GiB); o.AllowedHost = "nqn.x$y"; return o }(),
 		func() rds.CreateOptions { o := createOpts(slot, rds.GiB+1); return o }(),
 	} {
