@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -363,7 +362,7 @@ func (c *Client) session(ctx context.Context) (*ssh.Session, error) {
 			return nil, unreachable("RDS refused a new session (%s); lower the session limit", refused.Message)
 		}
 		c.drop(conn, err)
-		if attempt > 0 || errors.Is(err, io.EOF) && ctx.Err() != nil {
+		if attempt > 0 {
 			return nil, unreachable("opening session: %v", err)
 		}
 	}

@@ -1,6 +1,3 @@
-// Command rds-fence is the one binary of the project; its subcommands are
-// the controller (CSI controller service), the RDS simulator and, as they
-// land, the node plugin and the local environment.
 package main
 
 import (

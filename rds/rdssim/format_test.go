@@ -249,3 +249,12 @@ func TestHumanSize(t *testing.T) {
 		}
 	}
 }
+
+func TestFormatDetailTinyWidth(t *testing.T) {
+	for _, width := range []int{1, 2, 5} {
+		out := FormatDetail([]Entry{fmtTestPVC(10000, fmtTestSlot), {Index: 1, Comment: "c d"}}, width)
+		if !strings.HasSuffix(out, "\r\n\r\n") || strings.Count(out, "\n") != strings.Count(out, "\r\n") {
+			t.Fatalf("width %d: bad output %q", width, out)
+		}
+	}
+}

@@ -57,30 +57,40 @@ func ParseSimulatorFlags(args []string) (*SimulatorOptions, error) {
 	return o, errors.Join(errs...)
 }
 
+// StartSimulator loads the keys and starts serving; the caller closes the
+// returned server.
+func StartSimulator(o *SimulatorOptions) (*rdssim.Server, ssh.PublicKey, error) {
+	hostKey, err := loadOrCreateSigner(o.HostKeyFile, o.CreateHostKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("host key: %w", err)
+	}
+	keys, err := loadAuthorizedKeys(o.AuthorizedKeys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("authorized keys: %w", err)
+	}
+	sim, err := rdssim.New(o.Sim)
+	if err != nil {
+		return nil, nil, err
+	}
+	sim.SetLatency(o.Latency)
+	srv, err := rdssim.Serve(sim, rdssim.ServerOptions{Address: o.Listen, HostKey: hostKey, AuthorizedKeys: keys, MaxSessions: o.MaxSessions})
+	if err != nil {
+		return nil, nil, err
+	}
+	return srv, hostKey.PublicKey(), nil
+}
+
 // RunSimulator serves the simulator until ctx is done.
 func RunSimulator(ctx context.Context, args []string) error {
 	o, err := ParseSimulatorFlags(args)
 	if err != nil {
 		return err
 	}
-	hostKey, err := loadOrCreateSigner(o.HostKeyFile, o.CreateHostKey)
-	if err != nil {
-		return fmt.Errorf("host key: %w", err)
-	}
-	keys, err := loadAuthorizedKeys(o.AuthorizedKeys)
-	if err != nil {
-		return fmt.Errorf("authorized keys: %w", err)
-	}
-	sim, err := rdssim.New(o.Sim)
+	srv, hostKey, err := StartSimulator(o)
 	if err != nil {
 		return err
 	}
-	sim.SetLatency(o.Latency)
-	srv, err := rdssim.Serve(sim, rdssim.ServerOptions{Address: o.Listen, HostKey: hostKey, AuthorizedKeys: keys, MaxSessions: o.MaxSessions})
-	if err != nil {
-		return err
-	}
-	fmt.Printf("rds-sim listening on %s (host key %s)\n", srv.Addr(), ssh.FingerprintSHA256(hostKey.PublicKey()))
+	fmt.Printf("rds-sim listening on %s (host key %s)\n", srv.Addr(), ssh.FingerprintSHA256(hostKey))
 	<-ctx.Done()
 	return srv.Close()
 }

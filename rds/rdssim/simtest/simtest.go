@@ -1,6 +1,3 @@
-// Package simtest starts an RDS simulator behind a real SSH server on
-// loopback for tests and benchmarks, with fresh host and client keys, and
-// builds rds clients that pin the simulator's host key.
 package simtest
 
 import (
