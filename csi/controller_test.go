@@ -339,6 +339,11 @@ func TestListVolumesPaging(t *testing.T) {
 	if pages != 3 || len(seen) != 7 {
 		t.Fatalf("pages = %d, seen = %v; want 3 pages covering 7 volumes once each", pages, seen)
 	}
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Fatalf("volume %s was listed %d times", id, seen[id])
+		}
+	}
 	for id, n := range seen {
 		if n != 1 {
 			t.Fatalf("volume %s listed %d times", id, n)
@@ -365,8 +370,13 @@ func TestSlotScheme(t *testing.T) {
 		}
 		seen[s] = name
 	}
-	if ids.Slot("a") != ids.Slot("a") {
-		t.Fatal("slot is not deterministic")
+	for name, want := range map[string]string{
+		"pvc-5c1e7d42-8f0b-4a53-9a41-2f0c7a1b9e11": "pvc-5c1e7d428f0b4a539a412f0c7a1b", // the UID's own digits
+		"volume-0": "pvc-4c8c790c532bace762998f1b569a", // SHA-256 of the name
+	} {
+		if got := ids.Slot(name); got != want {
+			t.Fatalf("Slot(%q) = %q, want %q", name, got, want)
+		}
 	}
 	for _, bad := range []VolumeIDs{{SlotPrefix: "", NQNPrefix: ids.NQNPrefix, BasePath: ids.BasePath},
 		{SlotPrefix: "much-too-long-", NQNPrefix: ids.NQNPrefix, BasePath: ids.BasePath},
