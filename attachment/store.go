@@ -1,0 +1,88 @@
+package attachment
+
+import (
+	"context"
+	"sort"
+	"sync"
+)
+
+// Reader is the read side shared by the controller (live Store), the
+// webhook and the reconciler (PV informer cache, see CacheReader).
+type Reader interface {
+	// Get returns the record of a volume; ok is false when nobody holds it.
+	// An error means the truth is unknown: callers must fail closed.
+	Get(ctx context.Context, volumeID string) (rec Record, ok bool, err error)
+}
+
+// Store holds the records of held volumes in memory. Reads take a short
+// read lock on the map; a change to one volume is serialised by that
+// volume's own lock (Lock), which the caller holds across its I/O, so no
+// global lock is ever held across I/O.
+type Store struct {
+	locks *keyedMutex
+	mu    sync.RWMutex
+	recs  map[string]Record // only held volumes
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store { return &Store{locks: newKeyedMutex(), recs: map[string]Record{}} }
+
+var _ Reader = (*Store)(nil)
+
+// Lock takes the volume's lock, waiting until it is free or ctx is done.
+func (s *Store) Lock(ctx context.Context, volumeID string) (unlock func(), err error) {
+	return s.locks.lock(ctx, volumeID)
+}
+
+// Get returns a copy of the volume's record.
+func (s *Store) Get(_ context.Context, volumeID string) (Record, bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.recs[volumeID]
+	if !ok {
+		return Record{VolumeID: volumeID}, false, nil
+	}
+	return r.Clone(), true, nil
+}
+
+// Put stores r, or forgets the volume when nobody holds it. Callers hold
+// the volume's lock.
+func (s *Store) Put(r Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !r.Held() {
+		delete(s.recs, r.VolumeID)
+		return
+	}
+	s.recs[r.VolumeID] = r.Clone()
+}
+
+// List returns every held volume's record, sorted by volume ID.
+func (s *Store) List() []Record {
+	s.mu.RLock()
+	out := make([]Record, 0, len(s.recs))
+	for _, r := range s.recs {
+		out = append(out, r.Clone())
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].VolumeID < out[j].VolumeID })
+	return out
+}
+
+// HeldBy returns the records of the volumes node holds.
+func (s *Store) HeldBy(node string) []Record {
+	var out []Record
+	for _, r := range s.List() {
+		if r.HeldBy(node) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Len is the number of held volumes.
+func (s *Store) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.recs)
+}
