@@ -32,11 +32,11 @@ type Holder struct {
 // holder.
 type Migration struct {
 	// Namespace and Name of the VirtualMachineInstanceMigration.
-	Namespace string `json:"namespace"`
-	Name      string `json:"name"`
-	VMI       string `json:"vmi"`
-	Source    string `json:"source"`
-	Target    string `json:"target"`
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	VMI       string    `json:"vmi"`
+	Source    string    `json:"source"`
+	Target    string    `json:"target"`
 	Started   time.Time `json:"started"`
 	// Deadline after which the second holder is no longer tolerated.
 	Deadline time.Time `json:"deadline"`

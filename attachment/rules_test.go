@@ -38,7 +38,11 @@ func TestDecidePublish(t *testing.T) {
 		{name: "free volume", cur: held(ModeSingleNode), req: req("a", ModeSingleNode), wantNodes: []string{"a"}},
 		{name: "same node again", cur: held(ModeSingleNode, "a"), req: req("a", ModeSingleNode), wantNodes: []string{"a"}, wantNoop: true},
 		{name: "same node, new host NQN", cur: held(ModeSingleNode, "a"),
-			req: func() PublishRequest { r := req("a", ModeSingleNode); r.HostNQN = "nqn.2014-08.org.nvmexpress:uuid:new"; return r }(),
+			req: func() PublishRequest {
+				r := req("a", ModeSingleNode)
+				r.HostNQN = "nqn.2014-08.org.nvmexpress:uuid:new"
+				return r
+			}(),
 			wantNodes: []string{"a"}},
 		{name: "RWO held by live node", cur: held(ModeSingleNode, "a"), req: req("b", ModeSingleNode),
 			facts: Facts{Nodes: map[string]NodeState{"a": NodeLive}}, wantErr: []string{"volume pvc-1", "PVC ns/claim", "attached to node a", "node b", "out-of-service"}},
@@ -53,7 +57,7 @@ func TestDecidePublish(t *testing.T) {
 		{name: "RWX second node with live migration", cur: held(ModeMultiNodeBlock, "a"), req: req("b", ModeMultiNodeBlock),
 			facts: Facts{Nodes: map[string]NodeState{"a": NodeLive}, Migration: live}, wantNodes: []string{"a", "b"}, wantMigr: true},
 		{name: "RWX migration to another target", cur: held(ModeMultiNodeBlock, "a"), req: req("c", ModeMultiNodeBlock),
-			facts: Facts{Nodes: map[string]NodeState{"a": NodeLive}, Migration: &LiveMigration{Namespace: "ns", Name: "mig-1", Target: "b", Created: t0}},
+			facts:   Facts{Nodes: map[string]NodeState{"a": NodeLive}, Migration: &LiveMigration{Namespace: "ns", Name: "mig-1", Target: "b", Created: t0}},
 			wantErr: []string{"targets node b, not c"}},
 		{name: "RWX migration window passed", cur: held(ModeMultiNodeBlock, "a"),
 			req:   func() PublishRequest { r := req("b", ModeMultiNodeBlock); r.Now = t0.Add(11 * time.Minute); return r }(),
