@@ -28,31 +28,42 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csipb.CreateVolumeReques
 	if err := validateParams(req.GetParameters()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "volume %q: %v", name, err)
 	}
-	size, err := sizeFor(req.GetCapacityRange(), d.opts.DefaultSize)
+	topo, err := d.accessibleTopology(req.GetAccessibilityRequirements())
 	if err != nil {
+		return nil, err
+	}
+	slot := d.opts.IDs.Slot(name)
+	locks := []string{slot}
+	src := req.GetVolumeContentSource()
+	if src.GetVolume() != nil {
+		locks = append(locks, src.GetVolume().GetVolumeId()) // no delete of the source mid-copy
+	}
+	if !d.inflight.tryLock(locks...) {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %s (%q) or its clone source is already in progress", slot, name)
+	}
+	defer d.inflight.unlock(locks...)
+
+	opts := rds.CreateOptions{Slot: slot, FilePath: d.opts.IDs.FilePath(slot),
+		NQN: d.opts.IDs.NQN(slot), Port: d.opts.TargetPort, AllowedHost: d.initialFence()}
+	def := d.opts.DefaultSize
+	if src != nil {
+		srcSize, err := d.cloneSource(ctx, src, &opts)
+		if err != nil {
+			return nil, err
+		}
+		def = srcSize // a clone without a size is as large as its source
+	}
+	if opts.SizeBytes, err = sizeFor(req.GetCapacityRange(), def); err != nil {
 		code := codes.InvalidArgument
 		if errors.As(err, new(errOutOfRange)) {
 			code = codes.OutOfRange
 		}
 		return nil, status.Errorf(code, "volume %q: %v", name, err)
 	}
-	topo, err := d.accessibleTopology(req.GetAccessibilityRequirements())
-	if err != nil {
-		return nil, err
+	if opts.CopyFrom != "" && opts.SizeBytes < def {
+		return nil, status.Errorf(codes.OutOfRange, "source volume %s has %d bytes, more than the %d requested", opts.CopyFrom, def, opts.SizeBytes)
 	}
-	slot := d.opts.IDs.Slot(name)
-	if !d.inflight.tryLock(slot) {
-		return nil, status.Errorf(codes.Aborted, "an operation on volume %s (%q) is already in progress", slot, name)
-	}
-	defer d.inflight.unlock(slot)
-
-	opts := rds.CreateOptions{Slot: slot, FilePath: d.opts.IDs.FilePath(slot), SizeBytes: size,
-		NQN: d.opts.IDs.NQN(slot), Port: d.opts.TargetPort}
-	if src := req.GetVolumeContentSource(); src != nil {
-		if err := d.cloneSource(ctx, src, &opts); err != nil {
-			return nil, err
-		}
-	}
+	size := opts.SizeBytes
 	err = d.storage.CreateDisk(ctx, opts)
 	switch {
 	case errors.Is(err, rds.ErrAlreadyExists):
@@ -72,7 +83,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csipb.CreateVolumeReques
 	case err != nil:
 		return nil, toStatus(err, fmt.Sprintf("creating volume %q as %s", name, slot))
 	}
-	d.log.Info("volume created", "name", name, "volumeID", slot, "bytes", size)
+	d.log.Info("volume created", "name", name, "volumeID", slot, "bytes", size, "cloneOf", opts.CopyFrom)
 	return &csipb.CreateVolumeResponse{Volume: &csipb.Volume{
 		VolumeId:           slot,
 		CapacityBytes:      size,
@@ -82,25 +93,23 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csipb.CreateVolumeReques
 	}}, nil
 }
 
-// cloneSource fills CopyFrom for a volume clone. Snapshots are not offered.
-func (d *Driver) cloneSource(ctx context.Context, src *csipb.VolumeContentSource, o *rds.CreateOptions) error {
+// cloneSource fills CopyFrom for a volume clone and returns the source's
+// size. Snapshots are not offered.
+func (d *Driver) cloneSource(ctx context.Context, src *csipb.VolumeContentSource, o *rds.CreateOptions) (int64, error) {
 	vol := src.GetVolume()
 	if vol == nil {
-		return status.Error(codes.InvalidArgument, "only volume clones are supported as content source (no snapshots)")
+		return 0, status.Error(codes.InvalidArgument, "only volume clones are supported as content source (no snapshots)")
 	}
 	id := vol.GetVolumeId()
 	if !d.opts.IDs.Owns(id) {
-		return status.Errorf(codes.NotFound, "source volume %q does not exist", id)
+		return 0, status.Errorf(codes.NotFound, "source volume %q does not exist", id)
 	}
 	srcDisk, err := d.storage.GetDisk(ctx, id)
 	if err != nil {
-		return toStatus(err, "reading source volume "+id)
-	}
-	if srcDisk.Size > o.SizeBytes {
-		return status.Errorf(codes.OutOfRange, "source volume %s has %d bytes, more than the %d requested", id, srcDisk.Size, o.SizeBytes)
+		return 0, toStatus(err, "reading source volume "+id)
 	}
 	o.CopyFrom = id
-	return nil
+	return srcDisk.Size, nil
 }
 
 func (d *Driver) volumeContext(slot string, params map[string]string) map[string]string {
@@ -154,7 +163,17 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csipb.DeleteVolumeReques
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is already in progress", id)
 	}
 	defer d.inflight.unlock(id)
-	if err := d.storage.DeleteDisk(ctx, id, d.opts.IDs.FilePath(id)); err != nil {
+	// Delete the file the disk really uses (the base path may have changed
+	// since it was created); when the disk entry is already gone, the file
+	// can only be at the path this driver derives.
+	path := d.opts.IDs.FilePath(id)
+	switch disk, err := d.storage.GetDisk(ctx, id); {
+	case err == nil && disk.FilePath != "":
+		path = disk.FilePath
+	case err != nil && !errors.Is(err, rds.ErrNotFound):
+		return nil, toStatus(err, "reading volume "+id)
+	}
+	if err := d.storage.DeleteDisk(ctx, id, path); err != nil {
 		return nil, toStatus(err, "deleting volume "+id)
 	}
 	d.log.Info("volume deleted", "volumeID", id)

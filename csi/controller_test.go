@@ -1,13 +1,10 @@
 package csi
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/go-logr/logr"
@@ -103,6 +100,8 @@ func TestCreateVolumeCapacityRange(t *testing.T) {
 	}{
 		{"default size", 0, 0, rds.GiB, codes.OK},
 		{"limit below default", 0, 100 * rds.MiB, 100 * rds.MiB, codes.OK},
+		{"limit only, not a whole MiB", 0, 100*rds.MiB + 1, 100 * rds.MiB, codes.OK},
+		{"limit below one MiB", 0, rds.MiB - 1, 0, codes.OutOfRange},
 		{"exact MiB", 10 * rds.MiB, 10 * rds.MiB, 10 * rds.MiB, codes.OK},
 		{"rounding passes the limit", 10*rds.MiB + 1, 10*rds.MiB + 1, 0, codes.OutOfRange},
 		{"required above limit", 2 * rds.GiB, rds.GiB, 0, codes.InvalidArgument},
@@ -231,20 +230,58 @@ func TestHostileVolumeNamesAreHashed(t *testing.T) {
 
 func TestConcurrentOperationOnOneVolumeIsAborted(t *testing.T) {
 	d, env := newTestDriver(t, rdssim.Options{})
-	env.Sim.SetLatency(300 * time.Millisecond)
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i := range errs {
-		wg.Go(func() {
-			time.Sleep(time.Duration(i) * 50 * time.Millisecond)
-			_, errs[i] = d.CreateVolume(context.Background(), createReq("race", rds.GiB, 0))
-		})
+	slot := d.opts.IDs.Slot("race")
+	if !d.inflight.tryLock(slot) { // an operation on the volume is in progress
+		t.Fatal("lock")
 	}
-	wg.Wait()
-	if errs[0] != nil {
-		t.Fatalf("first create: %v", errs[0])
+	_, err := d.CreateVolume(t.Context(), createReq("race", rds.GiB, 0))
+	wantCode(t, err, codes.Aborted, "already in progress")
+	_, err = d.DeleteVolume(t.Context(), &csipb.DeleteVolumeRequest{VolumeId: slot})
+	wantCode(t, err, codes.Aborted)
+	d.inflight.unlock(slot)
+	src, err := d.CreateVolume(t.Context(), createReq("race", rds.GiB, 0))
+	if err != nil {
+		t.Fatal(err)
 	}
-	wantCode(t, errs[1], codes.Aborted, "already in progress")
+	// A clone locks its source: a concurrent delete of the source is refused.
+	srcID := src.GetVolume().GetVolumeId()
+	d.inflight.tryLock(d.opts.IDs.Slot("clone"))
+	_, err = d.CreateVolume(t.Context(), func() *csipb.CreateVolumeRequest {
+		r := createReq("clone", 0, 0)
+		r.VolumeContentSource = &csipb.VolumeContentSource{Type: &csipb.VolumeContentSource_Volume{Volume: &csipb.VolumeContentSource_VolumeSource{VolumeId: srcID}}}
+		return r
+	}())
+	wantCode(t, err, codes.Aborted)
+	d.inflight.unlock(d.opts.IDs.Slot("clone"))
+	if n := len(env.Sim.Disks()); n != 1 {
+		t.Fatalf("%d disks, want 1", n)
+	}
+}
+
+func TestCloneDefaultsToSourceSizeAndNewDisksAreFenced(t *testing.T) {
+	d, env := newTestDriver(t, rdssim.Options{})
+	src, err := d.CreateVolume(t.Context(), createReq("src", 3*rds.GiB, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcID := src.GetVolume().GetVolumeId()
+	info, _ := env.Sim.Disk(srcID)
+	if info.AllowedHost != NobodyNQN {
+		t.Fatalf("new disk allows %q, want %q until its first publish", info.AllowedHost, NobodyNQN)
+	}
+	if _, err := env.Sim.Connect(srcID, "nqn.2014-08.org.nvmexpress:uuid:any"); err == nil {
+		t.Fatal("a never-published volume accepted a connect")
+	}
+	clone := createReq("clone", 0, 0)
+	clone.VolumeContentSource = &csipb.VolumeContentSource{Type: &csipb.VolumeContentSource_Volume{Volume: &csipb.VolumeContentSource_VolumeSource{VolumeId: srcID}}}
+	resp, err := d.CreateVolume(t.Context(), clone)
+	if err != nil || resp.GetVolume().GetCapacityBytes() != 3*rds.GiB {
+		t.Fatalf("clone without size = %v, %v; want the source's 3 GiB", resp, err)
+	}
+	small := createReq("small-clone", rds.GiB, 0)
+	small.VolumeContentSource = clone.VolumeContentSource
+	_, err = d.CreateVolume(t.Context(), small)
+	wantCode(t, err, codes.OutOfRange, "more than the")
 }
 
 func TestUnreachableRDSIsUnavailable(t *testing.T) {

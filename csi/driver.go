@@ -54,6 +54,8 @@ type Options struct {
 	DefaultSize int64
 	// ProbeTimeout bounds the RDS check of Probe (default 5s).
 	ProbeTimeout time.Duration
+	// FenceMode selects the storage-side fence (default FenceHostNQN).
+	FenceMode FenceMode
 }
 
 // Default driver identity.
@@ -97,6 +99,9 @@ func (o *Options) SetDefaults() {
 	if o.ProbeTimeout == 0 {
 		o.ProbeTimeout = 5 * time.Second
 	}
+	if o.FenceMode == "" {
+		o.FenceMode = FenceHostNQN
+	}
 }
 
 // Validate checks the options after SetDefaults.
@@ -113,6 +118,9 @@ func (o *Options) Validate() error {
 	}
 	if o.TargetAddress == "" {
 		errs = append(errs, errors.New("the NVMe/TCP target address is required"))
+	}
+	if o.FenceMode != FenceHostNQN && o.FenceMode != FenceOff {
+		errs = append(errs, fmt.Errorf("fence mode %q must be %q or %q", o.FenceMode, FenceHostNQN, FenceOff))
 	}
 	if o.TargetPort <= 0 || o.TargetPort > 65535 {
 		errs = append(errs, fmt.Errorf("target port %d out of range", o.TargetPort))

@@ -64,7 +64,10 @@ func sizeFor(r *csipb.CapacityRange, def int64) (int64, error) {
 	if want == 0 {
 		want = def
 		if lim > 0 && lim < want {
-			want = lim
+			// Only a limit: the largest whole MiB within it.
+			if want = lim / rds.MiB * rds.MiB; want == 0 {
+				return 0, errOutOfRange{fmt.Sprintf("limit %d bytes is below the RDS allocation unit (1 MiB)", lim)}
+			}
 		}
 	}
 	size, ok := rds.RoundUpSize(want)

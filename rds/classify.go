@@ -43,8 +43,12 @@ func pdClassifyLine(line, output string) error {
 	switch {
 	case has("not enough space", "no space left", "disk full"):
 		kind = ErrOutOfSpace
-	case has("syntax error", "expected end of command", "bad command name", "input does not match any value",
-		"invalid value", "missing value", "ambiguous value", "unknown parameter") ||
+	case has("syntax error", "expected end of command", "bad command name", "unknown parameter"):
+		// The command itself is wrong: a client bug or a RouterOS version
+		// this client does not know. Not the caller's input: never
+		// ErrInvalidArgument.
+		kind = ErrCommandFailed
+	case has("input does not match any value", "invalid value", "missing value", "ambiguous value") ||
 		(has("value of") && has("out of range")):
 		kind = ErrInvalidArgument
 	case has("no such item", "no such file", "not found"):

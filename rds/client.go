@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -162,11 +163,16 @@ func (c *Client) getConn(ctx context.Context) (*ssh.Client, error) {
 		c.dialing = ch
 		c.mu.Unlock()
 
-		conn, err := c.dial()
+		conn, err := c.dial(ctx)
 
 		c.mu.Lock()
 		c.dialing = nil
 		close(ch)
+		if err != nil && ctx.Err() != nil {
+			// The caller gave up; that says nothing about the RDS.
+			c.mu.Unlock()
+			return nil, unreachable("connecting to %s: %v", c.cfg.Address, ctx.Err())
+		}
 		if err != nil {
 			c.failures++
 			c.lastErr = err
@@ -206,7 +212,10 @@ func (c *Client) backoff(failures int) time.Duration {
 // errHostKey marks a failed host key check so that it is reported as such.
 var errHostKey = errors.New("RDS host key verification failed")
 
-func (c *Client) dial() (*ssh.Client, error) {
+func (c *Client) dial(ctx context.Context) (*ssh.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
 	hostKeyErr := error(nil)
 	cfg := &ssh.ClientConfig{
 		User: c.cfg.User,
@@ -218,13 +227,14 @@ func (c *Client) dial() (*ssh.Client, error) {
 			}
 			return nil
 		},
-		Timeout: c.cfg.DialTimeout,
+		HostKeyAlgorithms: hostKeyAlgorithms(c.cfg.HostKeyCallback, c.cfg.Address),
 	}
-	tcp, err := net.DialTimeout("tcp", c.cfg.Address, c.cfg.DialTimeout)
+	var d net.Dialer
+	tcp, err := d.DialContext(ctx, "tcp", c.cfg.Address)
 	if err != nil {
 		return nil, err
 	}
-	_ = tcp.SetDeadline(time.Now().Add(c.cfg.DialTimeout))
+	_ = tcp.SetDeadline(deadline) // bounds the handshake too
 	sc, chans, reqs, err := ssh.NewClientConn(tcp, c.cfg.Address, cfg)
 	if err != nil {
 		_ = tcp.Close()
@@ -317,7 +327,13 @@ func (c *Client) run(ctx context.Context, cmd *command) (string, error) {
 	case err = <-done:
 	case <-ctx.Done():
 		_ = sess.Close()
-		<-done
+		select {
+		case <-done:
+		case <-time.After(time.Second): // the connection does not even answer the close
+			if conn := c.current(); conn != nil {
+				c.drop(conn, errors.New("no answer to a session close"))
+			}
+		}
 		return "", &CommandError{Kind: ErrUnreachable, Command: cmd.verb,
 			Output: fmt.Sprintf("no answer within %s; the command may or may not have run", time.Since(start).Round(time.Millisecond))}
 	}
@@ -328,6 +344,11 @@ func (c *Client) run(ctx context.Context, cmd *command) (string, error) {
 	c.log.V(4).Info("rds command", "command", line, "duration", time.Since(start), "exitErr", errString(err))
 	if cerr := ClassifyOutput(out); cerr != nil {
 		return "", withCommand(cerr, cmd.verb)
+	}
+	if err == nil && cmd.mutating() && !quietOutput(out) {
+		// add/set/remove print nothing when they work: any text is a
+		// failure this package does not know, never a success.
+		return "", &CommandError{Kind: ErrCommandFailed, Command: cmd.verb, Output: firstLine(out)}
 	}
 	var exitErr *ssh.ExitError
 	switch {
@@ -345,26 +366,61 @@ func (c *Client) run(ctx context.Context, cmd *command) (string, error) {
 	}
 }
 
-// session opens an exec session, redialing once if the connection turns out
-// to be dead (nothing was sent yet, so the retry is safe).
+// session opens an exec session. A dead connection is redialed once
+// (nothing was sent yet, so the retry is safe); a session the RDS refuses
+// for lack of resources (its own limit, or a slot it has not freed yet after
+// a timed-out command) is retried with backoff until ctx is done; a
+// connection that does not answer the open in time is dropped.
 func (c *Client) session(ctx context.Context) (*ssh.Session, error) {
-	for attempt := 0; ; attempt++ {
+	redialed := false
+	wait := 20 * time.Millisecond
+	for {
 		conn, err := c.getConn(ctx)
 		if err != nil {
 			return nil, err
 		}
-		sess, err := conn.NewSession()
-		if err == nil {
-			return sess, nil
+		type result struct {
+			s   *ssh.Session
+			err error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			s, err := conn.NewSession()
+			ch <- result{s, err}
+		}()
+		var r result
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			c.drop(conn, errors.New("session open timed out"))
+			go func() { // reap the late session, if any
+				if r := <-ch; r.s != nil {
+					_ = r.s.Close()
+				}
+			}()
+			return nil, unreachable("the RDS did not open a session in time: %v", ctx.Err())
+		}
+		if r.err == nil {
+			return r.s, nil
 		}
 		var refused *ssh.OpenChannelError
-		if errors.As(err, &refused) {
-			return nil, unreachable("RDS refused a new session (%s); lower the session limit", refused.Message)
+		if errors.As(r.err, &refused) && refused.Reason == ssh.ResourceShortage {
+			select {
+			case <-time.After(wait):
+				wait = min(2*wait, 500*time.Millisecond)
+				continue
+			case <-ctx.Done():
+				return nil, unreachable("RDS refused a new session (%s) until the deadline; lower the session limit", refused.Message)
+			}
 		}
-		c.drop(conn, err)
-		if attempt > 0 {
-			return nil, unreachable("opening session: %v", err)
+		if errors.As(r.err, &refused) {
+			return nil, unreachable("RDS refused a new session: %s", refused.Message)
 		}
+		c.drop(conn, r.err)
+		if redialed {
+			return nil, unreachable("opening session: %v", r.err)
+		}
+		redialed = true
 	}
 }
 
@@ -376,6 +432,30 @@ func withCommand(err error, verb string) error {
 		return &cp
 	}
 	return err
+}
+
+// quietOutput reports whether a mutating command's output is empty or only
+// the internal ID RouterOS may print for a new item ("*1A").
+func quietOutput(out string) bool {
+	t := strings.TrimSpace(out)
+	if t == "" {
+		return true
+	}
+	if t[0] != '*' || len(t) == 1 {
+		return false
+	}
+	for _, r := range t[1:] {
+		if !(r >= '0' && r <= '9' || r >= 'A' && r <= 'F' || r >= 'a' && r <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Client) current() *ssh.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.conn
 }
 
 func firstLine(s string) string {

@@ -122,6 +122,9 @@ func (c *command) arg(a string) *command {
 	return c
 }
 
+// mutating reports whether the command changes state (not a print).
+func (c *command) mutating() bool { return !strings.HasSuffix(c.verb, " print") }
+
 func (c *command) String() string {
 	if len(c.args) == 0 {
 		return c.verb

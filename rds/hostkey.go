@@ -1,6 +1,9 @@
 package rds
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -57,8 +60,54 @@ func pinned(want ssh.PublicKey) ssh.HostKeyCallback {
 	wantFP := ssh.FingerprintSHA256(want)
 	return func(host string, _ net.Addr, got ssh.PublicKey) error {
 		if gotFP := ssh.FingerprintSHA256(got); gotFP != wantFP {
-			return fmt.Errorf("host key mismatch for %s: got %s %s, pinned %s %s", host, got.Type(), gotFP, want.Type(), wantFP)
+			// A KeyError lets hostKeyAlgorithms learn the pinned key's type.
+			return &pinMismatch{KeyError: knownhosts.KeyError{Want: []knownhosts.KnownKey{{Key: want}}},
+				msg: fmt.Sprintf("host key mismatch for %s: got %s %s, pinned %s %s", host, got.Type(), gotFP, want.Type(), wantFP)}
 		}
 		return nil
 	}
+}
+
+type pinMismatch struct {
+	knownhosts.KeyError
+	msg string
+}
+
+func (p *pinMismatch) Error() string { return p.msg }
+
+// hostKeyAlgorithms asks cb which key types it expects for address, by
+// offering it a throwaway key: known_hosts and pinned callbacks answer with
+// the keys they want. Negotiating only those types matters because Go's
+// SSH client otherwise prefers an RSA host key, and a server that also has
+// one would fail the check of a pinned ed25519 key. Nil means "no
+// preference" (the callback did not say).
+func hostKeyAlgorithms(cb ssh.HostKeyCallback, address string) []string {
+	_, probe, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil
+	}
+	signer, err := ssh.NewSignerFromKey(probe)
+	if err != nil {
+		return nil
+	}
+	tcp, _ := net.ResolveTCPAddr("tcp", address)
+	var ke *knownhosts.KeyError
+	var pm *pinMismatch
+	var want []knownhosts.KnownKey
+	switch err := cb(knownhosts.Normalize(address), tcp, signer.PublicKey()); {
+	case errors.As(err, &pm):
+		want = pm.Want
+	case errors.As(err, &ke):
+		want = ke.Want
+	}
+	var algos []string
+	for _, k := range want {
+		switch t := k.Key.Type(); t {
+		case ssh.KeyAlgoRSA:
+			algos = append(algos, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA)
+		default:
+			algos = append(algos, t)
+		}
+	}
+	return algos
 }

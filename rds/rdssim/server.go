@@ -20,6 +20,8 @@ type ServerOptions struct {
 	Address string
 	// HostKey is the server's host key. Required, like on a real RDS.
 	HostKey ssh.Signer
+	// ExtraHostKeys are further host keys (e.g. RSA next to ed25519).
+	ExtraHostKeys []ssh.Signer
 	// AuthorizedKeys are the client keys allowed to log in. Required.
 	AuthorizedKeys []ssh.PublicKey
 	// MaxSessions caps concurrent exec sessions per connection (0: no cap).
@@ -141,6 +143,9 @@ func (s *Server) config() *ssh.ServerConfig {
 		ServerVersion: "SSH-2.0-ROSSSH",
 	}
 	cfg.AddHostKey(s.opts.HostKey)
+	for _, k := range s.opts.ExtraHostKeys {
+		cfg.AddHostKey(k)
+	}
 	return cfg
 }
 

@@ -90,6 +90,7 @@ func ParseControllerFlags(args []string, version string) (*ControllerOptions, fu
 	fs.StringVar(&d.IDs.SlotPrefix, "slot-prefix", "pvc-", "slot prefix that marks this driver's disks")
 	fs.StringVar(&d.IDs.NQNPrefix, "nqn-prefix", "nqn.2000-02.com.mikrotik:", "subsystem NQN prefix")
 	fs.StringVar(&d.TopologyValue, "topology-value", "rds", "value of the topology segment this RDS serves")
+	fs.StringVar((*string)(&d.FenceMode), "fence-mode", string(csi.FenceHostNQN), "storage-side fence: hostnqn (the RDS admits only the holder's host NQN) or off")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}

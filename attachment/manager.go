@@ -1,0 +1,238 @@
+package attachment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Errors the Manager returns besides *ConflictError. Each message says what
+// an operator can do.
+var (
+	// ErrUnavailable: Kubernetes or the RDS could not be read or written, so
+	// the truth is unknown and nothing was changed (fail closed).
+	ErrUnavailable = errors.New("unavailable")
+	// ErrNoVolume: no PersistentVolume references the volume ID.
+	ErrNoVolume = errors.New("no PersistentVolume for volume")
+	// ErrNodeNotFound: the node asking for the volume does not exist.
+	ErrNodeNotFound = errors.New("node not found")
+	// ErrNoHostNQN: the node has not reported its NVMe host NQN.
+	ErrNoHostNQN = errors.New("node has not reported its host NQN")
+)
+
+// Cluster is what the Manager reads from and writes to Kubernetes. Reads
+// may come from an informer cache; PersistPV must reach the API server.
+type Cluster interface {
+	// PVForVolume returns the PV whose CSI volume handle is volumeID; an
+	// error wrapping ErrNoVolume when there is none.
+	PVForVolume(ctx context.Context, volumeID string) (*corev1.PersistentVolume, error)
+	// Node returns the node's state and its host NQN ("" if unknown).
+	Node(ctx context.Context, name string) (NodeState, string, error)
+	// LiveMigration returns an unfinished VirtualMachineInstanceMigration of
+	// a VMI in the claim's namespace that uses the claim, or nil.
+	LiveMigration(ctx context.Context, pvcNamespace, pvcName string) (*LiveMigration, error)
+	// PersistPV writes the annotations (nil value: remove) on the PV.
+	PersistPV(ctx context.Context, pvName string, annotations map[string]*string) error
+}
+
+// Fence enforces a record on the storage: only these host NQNs may connect
+// to the volume's export (none: nobody may).
+type Fence interface {
+	Allow(ctx context.Context, volumeID string, hostNQNs []string) error
+}
+
+// Events reports what happened, on the claim (and pod) an operator looks at.
+type Events interface {
+	Conflict(rec Record, requester string, err *ConflictError)
+	StaleCleared(rec Record, cleared ClearedHolder, newHolder string)
+	MigrationStarted(rec Record, m Migration)
+	MigrationEnded(rec Record, end MigrationEnd)
+}
+
+// Clock is the time source (injected for tests).
+type Clock interface{ Now() time.Time }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// Manager applies publish and unpublish decisions: it serialises each
+// volume, decides with the pure rules, then moves memory, the storage fence
+// and the PV annotation together, rolling all of them back when a later
+// step fails. Success is returned only once the PV annotation is written.
+type Manager struct {
+	Store   *Store
+	Cluster Cluster
+	Fence   Fence
+	Events  Events
+	Metrics *Metrics
+	Clock   Clock
+	Log     logr.Logger
+	// RequireHostNQN refuses a node that has not reported its host NQN (set
+	// when the storage fence is on).
+	RequireHostNQN bool
+}
+
+func (m *Manager) now() time.Time {
+	if m.Clock == nil {
+		return realClock{}.Now()
+	}
+	return m.Clock.Now()
+}
+
+func unavailable(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrUnavailable}, args...)...)
+}
+
+// Publish makes node a holder of the volume, or returns *ConflictError,
+// ErrNoVolume, ErrNodeNotFound, ErrNoHostNQN or ErrUnavailable. It returns
+// the record in force afterwards.
+func (m *Manager) Publish(ctx context.Context, volumeID, node string, mode Mode, migrationTimeout time.Duration) (Record, error) {
+	start := m.now()
+	rec, err := m.publish(ctx, volumeID, node, mode, migrationTimeout)
+	m.Metrics.observe("publish", start, m.now(), err)
+	return rec, err
+}
+
+func (m *Manager) publish(ctx context.Context, volumeID, node string, mode Mode, migrationTimeout time.Duration) (Record, error) {
+	unlock, err := m.Store.Lock(ctx, volumeID)
+	if err != nil {
+		return Record{}, unavailable("%v", err)
+	}
+	defer unlock()
+	cur, _, _ := m.Store.Get(ctx, volumeID)
+	pv, err := m.Cluster.PVForVolume(ctx, volumeID)
+	if err != nil {
+		if errors.Is(err, ErrNoVolume) {
+			return cur, err
+		}
+		return cur, unavailable("reading the PersistentVolume of volume %s: %v", volumeID, err)
+	}
+	cur.PV, cur.PVC = pv.Name, claimOf(pv)
+	state, hostNQN, err := m.Cluster.Node(ctx, node)
+	switch {
+	case err != nil:
+		return cur, unavailable("reading node %s: %v", node, err)
+	case state == NodeDeleted:
+		return cur, fmt.Errorf("%w: node %s does not exist", ErrNodeNotFound, node)
+	case state == NodeOutOfService:
+		return cur, fmt.Errorf("%w: node %s is tainted node.kubernetes.io/out-of-service and cannot take volumes", ErrNodeNotFound, node)
+	case hostNQN == "" && m.RequireHostNQN:
+		return cur, fmt.Errorf("%w: node %s has no rds-fence.csi.dev/host-nqn annotation; is the rds-fence node plugin running there?", ErrNoHostNQN, node)
+	}
+	req := PublishRequest{VolumeID: volumeID, Node: node, HostNQN: hostNQN, Mode: mode, MigrationTimeout: migrationTimeout, Now: m.now()}
+	facts := Facts{Nodes: map[string]NodeState{}}
+	for _, h := range cur.Holders {
+		if h.Node == node {
+			continue
+		}
+		st, _, err := m.Cluster.Node(ctx, h.Node)
+		if err != nil {
+			return cur, unavailable("reading holding node %s of volume %s: %v", h.Node, volumeID, err)
+		}
+		facts.Nodes[h.Node] = st
+	}
+	if NeedsMigrationLookup(cur, req) && cur.PVC != "" {
+		ns, name := splitClaim(cur.PVC)
+		if facts.Migration, err = m.Cluster.LiveMigration(ctx, ns, name); err != nil {
+			return cur, unavailable("looking up KubeVirt migrations for PVC %s: %v", cur.PVC, err)
+		}
+	}
+	d, err := DecidePublish(cur, req, facts)
+	if err != nil {
+		var ce *ConflictError
+		if errors.As(err, &ce) {
+			m.Metrics.conflict()
+			m.Events.Conflict(cur, node, ce)
+		}
+		return cur, err
+	}
+	if d.Noop {
+		return cur, nil
+	}
+	if err := m.apply(ctx, cur, d.Next); err != nil {
+		return cur, err
+	}
+	for _, c := range d.Cleared {
+		m.Metrics.staleCleared()
+		m.Events.StaleCleared(d.Next, c, node)
+		m.Log.Info("stale attachment cleared", "volumeID", volumeID, "pvc", cur.PVC, "staleNode", c.Node, "nodeState", c.State.String(), "newNode", node)
+	}
+	if d.MigrationStarted != nil {
+		m.Events.MigrationStarted(d.Next, *d.MigrationStarted)
+	}
+	m.Log.Info("volume published", "volumeID", volumeID, "pvc", cur.PVC, "node", node, "holders", d.Next.Nodes())
+	return d.Next, nil
+}
+
+// Unpublish releases node's hold. A volume the node does not hold, a node
+// that no longer exists, and a volume whose PV is gone all succeed.
+func (m *Manager) Unpublish(ctx context.Context, volumeID, node string) error {
+	start := m.now()
+	err := m.unpublish(ctx, volumeID, node)
+	m.Metrics.observe("unpublish", start, m.now(), err)
+	return err
+}
+
+func (m *Manager) unpublish(ctx context.Context, volumeID, node string) error {
+	unlock, err := m.Store.Lock(ctx, volumeID)
+	if err != nil {
+		return unavailable("%v", err)
+	}
+	defer unlock()
+	cur, _, _ := m.Store.Get(ctx, volumeID)
+	d := DecideUnpublish(cur, node)
+	if d.Noop {
+		return nil
+	}
+	if err := m.apply(ctx, cur, d.Next); err != nil {
+		return err
+	}
+	if d.MigrationEnded != nil {
+		m.Events.MigrationEnded(d.Next, *d.MigrationEnded)
+	}
+	m.Log.Info("volume unpublished", "volumeID", volumeID, "pvc", cur.PVC, "node", node, "holders", d.Next.Nodes())
+	return nil
+}
+
+// apply moves memory, then the fence, then the PV to next; a failure rolls
+// back what was already moved, so the three never disagree after an error
+// (a failed rollback is logged and left to the rebuild/reconciler).
+func (m *Manager) apply(ctx context.Context, prev, next Record) error {
+	m.Store.Put(next)
+	if err := m.Fence.Allow(ctx, next.VolumeID, next.HostNQNs()); err != nil {
+		m.Store.Put(prev)
+		return unavailable("setting the storage fence of volume %s: %v", next.VolumeID, err)
+	}
+	if next.PV == "" {
+		return nil // the PV is gone (unpublish after delete): nothing to persist
+	}
+	ann, err := Annotations(next)
+	if err == nil {
+		err = m.Cluster.PersistPV(ctx, next.PV, ann)
+	}
+	if errors.Is(err, ErrNoVolume) && !next.Held() {
+		return nil // releasing a volume whose PV was deleted meanwhile
+	}
+	if err != nil {
+		if ferr := m.Fence.Allow(ctx, prev.VolumeID, prev.HostNQNs()); ferr != nil {
+			m.Log.Error(ferr, "rolling back the storage fence failed; the rebuild will repair it", "volumeID", prev.VolumeID)
+		}
+		m.Store.Put(prev)
+		return unavailable("recording the attachment on PV %s: %v", next.PV, err)
+	}
+	return nil
+}
+
+func splitClaim(pvc string) (string, string) {
+	for i := range len(pvc) {
+		if pvc[i] == '/' {
+			return pvc[:i], pvc[i+1:]
+		}
+	}
+	return "", pvc
+}
