@@ -236,3 +236,12 @@ func splitClaim(pvc string) (string, string) {
 	}
 	return "", pvc
 }
+
+// Holders returns the nodes holding the volume (from memory), nil if none.
+func (m *Manager) Holders(volumeID string) []string {
+	rec, ok, _ := m.Store.Get(context.Background(), volumeID)
+	if !ok {
+		return nil
+	}
+	return rec.Nodes()
+}

@@ -163,6 +163,11 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csipb.DeleteVolumeReques
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is already in progress", id)
 	}
 	defer d.inflight.unlock(id)
+	if d.attacher != nil {
+		if nodes := d.attacher.Holders(id); len(nodes) > 0 {
+			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is still attached to node(s) %v; it is deleted after it is unpublished", id, nodes)
+		}
+	}
 	// Delete the file the disk really uses (the base path may have changed
 	// since it was created); when the disk entry is already gone, the file
 	// can only be at the path this driver derives.

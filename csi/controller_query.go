@@ -10,16 +10,22 @@ import (
 )
 
 // ControllerGetCapabilities lists what the controller service offers.
-// PUBLISH_UNPUBLISH_VOLUME arrives with the fencing core.
+// Publish and LIST_VOLUMES_PUBLISHED_NODES are offered when the fencing
+// core is wired in (WithAttacher).
 func (d *Driver) ControllerGetCapabilities(context.Context, *csipb.ControllerGetCapabilitiesRequest) (*csipb.ControllerGetCapabilitiesResponse, error) {
 	var caps []*csipb.ControllerServiceCapability
-	for _, t := range []csipb.ControllerServiceCapability_RPC_Type{
+	types := []csipb.ControllerServiceCapability_RPC_Type{
 		csipb.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		csipb.ControllerServiceCapability_RPC_LIST_VOLUMES,
 		csipb.ControllerServiceCapability_RPC_GET_CAPACITY,
 		csipb.ControllerServiceCapability_RPC_EXPAND_VOLUME,
 		csipb.ControllerServiceCapability_RPC_CLONE_VOLUME,
-	} {
+	}
+	if d.attacher != nil {
+		types = append(types, csipb.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
+			csipb.ControllerServiceCapability_RPC_LIST_VOLUMES_PUBLISHED_NODES)
+	}
+	for _, t := range types {
 		caps = append(caps, &csipb.ControllerServiceCapability{Type: &csipb.ControllerServiceCapability_Rpc{
 			Rpc: &csipb.ControllerServiceCapability_RPC{Type: t}}})
 	}
@@ -80,12 +86,16 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csipb.ListVolumesRequest)
 			resp.NextToken = resp.Entries[len(resp.Entries)-1].GetVolume().GetVolumeId()
 			break
 		}
-		resp.Entries = append(resp.Entries, &csipb.ListVolumesResponse_Entry{Volume: &csipb.Volume{
+		entry := &csipb.ListVolumesResponse_Entry{Volume: &csipb.Volume{
 			VolumeId:           disk.Slot,
 			CapacityBytes:      disk.Size,
 			VolumeContext:      d.volumeContext(disk.Slot, nil),
 			AccessibleTopology: []*csipb.Topology{{Segments: map[string]string{d.opts.TopologyKey: d.opts.TopologyValue}}},
-		}})
+		}}
+		if d.attacher != nil {
+			entry.Status = &csipb.ListVolumesResponse_VolumeStatus{PublishedNodeIds: d.attacher.Holders(disk.Slot)}
+		}
+		resp.Entries = append(resp.Entries, entry)
 	}
 	return resp, nil
 }

@@ -137,6 +137,13 @@ type Driver struct {
 	storage  Storage
 	log      logr.Logger
 	inflight *inFlight
+	attacher Attacher // nil: no Kubernetes, no publish
+}
+
+// WithAttacher enables ControllerPublish/Unpublish through the fencing core.
+func (d *Driver) WithAttacher(a Attacher) *Driver {
+	d.attacher = a
+	return d
 }
 
 // NewDriver builds a driver; opts are defaulted and validated.

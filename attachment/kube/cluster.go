@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -139,4 +140,25 @@ func (c *Cluster) PersistPV(ctx context.Context, pvName string, annotations map[
 		return fmt.Errorf("%w: PV %s was deleted", attachment.ErrNoVolume, pvName)
 	}
 	return err
+}
+
+// PVReader reads records from PV annotations through a (cached) reader: the
+// read side the webhook and the reconciler share with the controller.
+type PVReader struct {
+	Cluster *Cluster
+}
+
+var _ attachment.Reader = (*PVReader)(nil)
+
+// Get decodes the record of the volume's PV. A volume without a PV is not
+// held; an unreadable annotation is an error (fail closed).
+func (r *PVReader) Get(ctx context.Context, volumeID string) (attachment.Record, bool, error) {
+	pv, err := r.Cluster.PVForVolume(ctx, volumeID)
+	if errors.Is(err, attachment.ErrNoVolume) {
+		return attachment.Record{VolumeID: volumeID}, false, nil
+	}
+	if err != nil {
+		return attachment.Record{VolumeID: volumeID}, false, err
+	}
+	return attachment.Decode(pv)
 }
