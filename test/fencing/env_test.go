@@ -36,11 +36,12 @@ import (
 
 // Shared across the package's tests: one control plane, one cache.
 var (
-	restCfg *rest.Config
-	scheme  = k8sruntime.NewScheme()
-	direct  client.Client // straight to the API server
-	cached  cache.Cache   // informer cache with the PV handle index
-	events  record.EventRecorder
+	restCfg     *rest.Config
+	scheme      = k8sruntime.NewScheme()
+	direct      client.Client    // straight to the API server
+	directWatch client.WithWatch // the same, for interceptors
+	cached      cache.Cache      // informer cache with the PV handle index
+	events      record.EventRecorder
 )
 
 func TestMain(m *testing.M) {
@@ -64,10 +65,11 @@ func run(m *testing.M) int {
 	defer func() { _ = env.Stop() }()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = kubevirtv1.AddToScheme(scheme)
-	if direct, err = client.New(restCfg, client.Options{Scheme: scheme}); err != nil {
+	if directWatch, err = client.NewWithWatch(restCfg, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	direct = directWatch
 	if cached, err = cache.New(restCfg, cache.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
