@@ -37,12 +37,26 @@ type Cluster interface {
 	LiveMigration(ctx context.Context, pvcNamespace, pvcName string) (*LiveMigration, error)
 	// PersistPV writes the annotations (nil value: remove) on the PV.
 	PersistPV(ctx context.Context, pvName string, annotations map[string]*string) error
+
+	// For the rebuild at start-up (read from the API server):
+	// ListPVs returns the driver's PVs.
+	ListPVs(ctx context.Context) ([]*corev1.PersistentVolume, error)
+	// AttachedNodes maps a PV name to the nodes whose VolumeAttachment of
+	// this driver reports status.attached.
+	AttachedNodes(ctx context.Context) (map[string][]string, error)
+	// HostNQNs maps every node to its host NQN annotation.
+	HostNQNs(ctx context.Context) (map[string]string, error)
 }
 
 // Fence enforces a record on the storage: only these host NQNs may connect
 // to the volume's export (none: nobody may).
 type Fence interface {
 	Allow(ctx context.Context, volumeID string, hostNQNs []string) error
+	// Value is what the storage property reads when hostNQNs may connect.
+	Value(hostNQNs []string) string
+	// State maps every volume of the driver to its current property; nil
+	// when the fence is off.
+	State(ctx context.Context) (map[string]string, error)
 }
 
 // Events reports what happened, on the claim (and pod) an operator looks at.
@@ -51,6 +65,7 @@ type Events interface {
 	StaleCleared(rec Record, cleared ClearedHolder, newHolder string)
 	MigrationStarted(rec Record, m Migration)
 	MigrationEnded(rec Record, end MigrationEnd)
+	Drift(d Drift)
 }
 
 // Clock is the time source (injected for tests).

@@ -50,6 +50,10 @@ type Record struct {
 	Mode      Mode
 	Holders   []Holder
 	Migration *Migration
+	// Unreadable, when set, quarantines the volume: its persisted record
+	// could not be decoded, so no node may take it until an operator fixes
+	// or removes the annotation. Never persisted.
+	Unreadable string
 }
 
 // Nodes returns the holding nodes in order.
@@ -66,8 +70,9 @@ func (r Record) HeldBy(node string) bool {
 	return slices.ContainsFunc(r.Holders, func(h Holder) bool { return h.Node == node })
 }
 
-// Held reports whether anybody holds the volume.
-func (r Record) Held() bool { return len(r.Holders) > 0 }
+// Held reports whether anybody holds the volume (a quarantined volume
+// counts as held by an unknown party).
+func (r Record) Held() bool { return len(r.Holders) > 0 || r.Unreadable != "" }
 
 // HostNQNs returns the host NQNs of the holders, in order.
 func (r Record) HostNQNs() []string {

@@ -95,12 +95,18 @@ type ConflictError struct {
 	Requester         string
 	Holders           []string
 	Reason            string
+	// Release, when set, replaces the default advice on what releases it.
+	Release string
 }
 
 func (e *ConflictError) Error() string {
 	claim := e.PVC
 	if claim == "" {
 		claim = "(no bound claim)"
+	}
+	if e.Release != "" {
+		return fmt.Sprintf("volume %s (PV %s, PVC %s) cannot be attached to node %s: %s. %s",
+			e.VolumeID, e.PV, claim, e.Requester, e.Reason, e.Release)
 	}
 	return fmt.Sprintf("volume %s (PV %s, PVC %s) is attached to node %s and cannot also be attached to node %s: %s. "+
 		"It is released when the pod using it on %s is deleted, when node %s is deleted, or when it is tainted "+
@@ -130,7 +136,12 @@ func DecidePublish(cur Record, req PublishRequest, facts Facts) (Decision, error
 		cur.VolumeID = req.VolumeID
 	}
 	d := Decision{Next: cur.Clone()}
-	if cur.Mode != "" && cur.Held() && cur.Mode != req.Mode {
+	if cur.Unreadable != "" {
+		return d, &ConflictError{VolumeID: cur.VolumeID, PV: cur.PV, PVC: cur.PVC, Requester: req.Node,
+			Reason:  "its attachment record cannot be read (" + cur.Unreadable + ")",
+			Release: "Check that no node uses the volume, then fix or remove the " + AnnotationAttachment + " annotation on the PV and restart the controller"}
+	}
+	if cur.Mode != "" && len(cur.Holders) > 0 && cur.Mode != req.Mode {
 		return d, &ConflictError{VolumeID: cur.VolumeID, PV: cur.PV, PVC: cur.PVC, Requester: req.Node, Holders: cur.Nodes(),
 			Reason: fmt.Sprintf("it is held in mode %s and this publish asks for %s", cur.Mode, req.Mode)}
 	}
@@ -196,7 +207,7 @@ func DecidePublish(cur Record, req PublishRequest, facts Facts) (Decision, error
 // released).
 func DecideUnpublish(cur Record, node string) Decision {
 	d := Decision{Next: cur.Clone()}
-	if !cur.HeldBy(node) {
+	if !cur.HeldBy(node) || cur.Unreadable != "" {
 		d.Noop = true
 		return d
 	}

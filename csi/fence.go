@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/rds-fence/rds-fence/attachment"
+	"github.com/rds-fence/rds-fence/rds"
 )
 
 // FenceMode selects the storage-side fence.
@@ -24,9 +25,10 @@ const (
 // no initiator uses, because an empty value would allow every host.
 const NobodyNQN = "nqn.2026-11.dev.rds-fence:nobody"
 
-// FenceSetter is the one RDS call the fence needs.
-type FenceSetter interface {
+// FenceStorage is what the fence needs from the RDS.
+type FenceStorage interface {
 	SetAllowedHost(ctx context.Context, slot, hostNQN string) error
+	ListDisks(ctx context.Context, prefix string) ([]rds.Disk, error)
 }
 
 // Fencer implements attachment.Fence on the RDS.
@@ -41,7 +43,9 @@ type FenceSetter interface {
 // node. Operators who cannot accept that window should not offer RWX block.
 type Fencer struct {
 	Mode    FenceMode
-	Storage FenceSetter
+	Storage FenceStorage
+	// Prefix is the slot prefix of the driver's disks (State lists them).
+	Prefix string
 }
 
 var _ attachment.Fence = (*Fencer)(nil)
@@ -51,21 +55,42 @@ func (f *Fencer) Allow(ctx context.Context, volumeID string, hostNQNs []string) 
 	if f.Mode == FenceOff {
 		return nil
 	}
-	var allowed string
-	switch len(hostNQNs) {
-	case 0:
-		allowed = NobodyNQN
-	case 1:
-		if hostNQNs[0] == "" {
-			return fmt.Errorf("refusing to fence volume %s to an empty host NQN (that would allow every host)", volumeID)
-		}
-		allowed = hostNQNs[0]
-	case 2:
-		allowed = "" // migration window: see the type's comment
-	default:
+	if len(hostNQNs) == 1 && hostNQNs[0] == "" {
+		return fmt.Errorf("refusing to fence volume %s to an empty host NQN (that would allow every host)", volumeID)
+	}
+	if len(hostNQNs) > attachment.MaxHolders {
 		return fmt.Errorf("refusing to fence volume %s to %d hosts", volumeID, len(hostNQNs))
 	}
-	return f.Storage.SetAllowedHost(ctx, volumeID, allowed)
+	return f.Storage.SetAllowedHost(ctx, volumeID, f.Value(hostNQNs))
+}
+
+// Value is the allowed-host property for these holders: NobodyNQN for none,
+// the NQN for one, "" (any host) for a two-node migration window.
+func (f *Fencer) Value(hostNQNs []string) string {
+	switch len(hostNQNs) {
+	case 0:
+		return NobodyNQN
+	case 1:
+		return hostNQNs[0]
+	}
+	return "" // migration window: see the type's comment
+}
+
+// State reads every driver disk's allowed host in one listing; nil when
+// the fence is off.
+func (f *Fencer) State(ctx context.Context) (map[string]string, error) {
+	if f.Mode == FenceOff {
+		return nil, nil
+	}
+	disks, err := f.Storage.ListDisks(ctx, f.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(disks))
+	for _, d := range disks {
+		out[d.Slot] = d.AllowedHost
+	}
+	return out, nil
 }
 
 // initialFence is the allowed host of a new disk: nobody until its first

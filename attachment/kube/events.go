@@ -21,6 +21,7 @@ const (
 	ReasonMigrationStarted       = "MigrationStarted"
 	ReasonMigrationCompleted     = "MigrationCompleted"
 	ReasonMigrationFailed        = "MigrationFailed"
+	ReasonAttachmentDrift        = "AttachmentDrift"
 )
 
 // Events implements attachment.Events with a client-go EventRecorder.
@@ -94,6 +95,15 @@ func (e *Events) MigrationEnded(rec attachment.Record, end attachment.MigrationE
 	}
 	e.Recorder.Eventf(pvc, corev1.EventTypeWarning, ReasonMigrationFailed,
 		"migration %s/%s released volume %s on target node %s; source node %s keeps it", m.Namespace, m.Name, rec.VolumeID, m.Target, m.Source)
+}
+
+// Drift records AttachmentDrift on the claim (logged only without one).
+func (e *Events) Drift(d attachment.Drift) {
+	ctx, cancel := e.ctx()
+	defer cancel()
+	if pvc := e.claim(ctx, d.PVC); pvc != nil {
+		e.Recorder.Eventf(pvc, corev1.EventTypeWarning, ReasonAttachmentDrift, "%s", d.String())
+	}
 }
 
 func (e *Events) ctx() (context.Context, context.CancelFunc) {

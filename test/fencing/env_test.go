@@ -30,6 +30,7 @@ import (
 	"github.com/rds-fence/rds-fence/attachment"
 	"github.com/rds-fence/rds-fence/attachment/kube"
 	"github.com/rds-fence/rds-fence/csi"
+	"github.com/rds-fence/rds-fence/rds"
 	"github.com/rds-fence/rds-fence/rds/rdssim"
 	"github.com/rds-fence/rds-fence/rds/rdssim/simtest"
 )
@@ -99,6 +100,7 @@ type fixture struct {
 	sim     *simtest.Env
 	metrics *attachment.Metrics
 	cluster *kube.Cluster
+	rds     *rds.Client
 }
 
 // newFixture builds the controller as production wires it, in a fresh
@@ -118,15 +120,19 @@ func newFixture(t *testing.T, mutate ...func(*kube.Cluster)) *fixture {
 	}
 	store := attachment.NewStore()
 	metrics := attachment.NewMetrics(prometheus.NewRegistry(), store)
-	mgr := &attachment.Manager{Store: store, Cluster: cluster, Fence: &csi.Fencer{Mode: csi.FenceHostNQN, Storage: rdsClient},
+	mgr := &attachment.Manager{Store: store, Cluster: cluster, Fence: &csi.Fencer{Mode: csi.FenceHostNQN, Storage: rdsClient, Prefix: "pvc-"},
 		Events: &kube.Events{Recorder: events, Reader: cached, Log: logr.Discard()}, Metrics: metrics,
 		Log: logr.Discard(), RequireHostNQN: true}
 	drv, err := csi.NewDriver(csi.Options{TargetAddress: "127.0.0.1"}, rdsClient, logr.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, ns: ns.Name, drv: drv.WithAttacher(mgr), mgr: mgr, sim: env, metrics: metrics, cluster: cluster}
+	return &fixture{t: t, ns: ns.Name, drv: drv.WithAttacher(mgr), mgr: mgr, sim: env, metrics: metrics, cluster: cluster, rds: rdsClient}
 }
+
+// env returns the fixture's RDS client (to change the RDS behind the
+// controller's back).
+func env(f *fixture) *rds.Client { return f.rds }
 
 func hostNQN(node string) string { return "nqn.2014-08.org.nvmexpress:uuid:" + node }
 
