@@ -12,12 +12,12 @@ import (
 // Drift kinds, reported as events (reason AttachmentDrift), metrics
 // (rds_fence_attachment_drift_total{kind}) and logs.
 const (
-	DriftUnreadable        = "unreadable-annotation"    // the PV's record cannot be decoded: the volume is quarantined
-	DriftAttachedNoRecord  = "attached-without-record"  // a VolumeAttachment is attached, the PV records no such holder: adopted when the rules allow
+	DriftUnreadable        = "unreadable-annotation"     // the PV's record cannot be decoded: the volume is quarantined
+	DriftAttachedNoRecord  = "attached-without-record"   // a VolumeAttachment is attached, the PV records no such holder: adopted when the rules allow
 	DriftRecordNoAttached  = "record-without-attachment" // the PV records a holder with no attached VolumeAttachment: kept (the reconciler decides)
-	DriftConflictingHolder = "conflicting-holders"      // attachments and record name different nodes for a single-node volume: the record wins, the fence follows it
-	DriftFence             = "fence-mismatch"           // the RDS fence differs from the record: re-applied
-	DriftDiskMissing       = "disk-missing"             // a PV of this driver has no disk on the RDS
+	DriftConflictingHolder = "conflicting-holders"       // attachments and record name different nodes for a single-node volume: the record wins, the fence follows it
+	DriftFence             = "fence-mismatch"            // the RDS fence differs from the record: re-applied
+	DriftDiskMissing       = "disk-missing"              // a PV of this driver has no disk on the RDS
 )
 
 // Observed is what a rebuild reads at start-up.

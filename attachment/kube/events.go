@@ -8,7 +8,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/rds-fence/rds-fence/attachment"
@@ -24,12 +24,19 @@ const (
 	ReasonAttachmentDrift        = "AttachmentDrift"
 )
 
-// Events implements attachment.Events with a client-go EventRecorder.
-// Repeats are rate-limited by the recorder's own correlator (similar events
-// on one object are aggregated and a burst is followed by at most one event
-// every few minutes), so a retrying attacher cannot flood the API.
+// Event actions (events.k8s.io/v1 "action").
+const (
+	actionAttach  = "Attach"
+	actionDetach  = "Detach"
+	actionRebuild = "Rebuild"
+)
+
+// Events implements attachment.Events with a client-go events.k8s.io/v1
+// recorder. Repeats are rate-limited by the recorder itself: identical
+// events on one object within minutes become one event series with a
+// count, so a retrying attacher cannot flood the API.
 type Events struct {
-	Recorder record.EventRecorder
+	Recorder events.EventRecorder
 	// Reader finds the claim (for its UID) and the pod that uses it.
 	Reader client.Reader
 	Log    logr.Logger
@@ -49,9 +56,9 @@ func (e *Events) Conflict(rec attachment.Record, requester string, err *attachme
 		e.Log.Info("attachment conflict on a volume without a claim", "volumeID", rec.VolumeID, "pv", rec.PV, "message", err.Error())
 		return
 	}
-	e.Recorder.Event(pvc, corev1.EventTypeWarning, ReasonAttachmentConflict, err.Error())
+	e.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, ReasonAttachmentConflict, actionAttach, "%s", err.Error())
 	if pod := e.podOn(ctx, pvc, requester); pod != nil {
-		e.Recorder.Event(pod, corev1.EventTypeWarning, ReasonAttachmentConflict, err.Error())
+		e.Recorder.Eventf(pod, pvc, corev1.EventTypeWarning, ReasonAttachmentConflict, actionAttach, "%s", err.Error())
 	}
 }
 
@@ -60,7 +67,7 @@ func (e *Events) StaleCleared(rec attachment.Record, c attachment.ClearedHolder,
 	ctx, cancel := e.ctx()
 	defer cancel()
 	if pvc := e.claim(ctx, rec.PVC); pvc != nil {
-		e.Recorder.Eventf(pvc, corev1.EventTypeWarning, ReasonStaleAttachmentCleared,
+		e.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, ReasonStaleAttachmentCleared, actionAttach,
 			"volume %s was released from node %s (node %s) and attached to node %s", rec.VolumeID, c.Node, c.State, newHolder)
 	}
 }
@@ -74,7 +81,7 @@ func (e *Events) MigrationStarted(rec attachment.Record, m attachment.Migration)
 		if !m.Deadline.IsZero() {
 			deadline = "until " + m.Deadline.UTC().Format(time.RFC3339)
 		}
-		e.Recorder.Eventf(pvc, corev1.EventTypeNormal, ReasonMigrationStarted,
+		e.Recorder.Eventf(pvc, nil, corev1.EventTypeNormal, ReasonMigrationStarted, actionAttach,
 			"volume %s attached to nodes %s and %s for migration %s/%s of VMI %s (%s)", rec.VolumeID, m.Source, m.Target, m.Namespace, m.Name, m.VMI, deadline)
 	}
 }
@@ -89,11 +96,11 @@ func (e *Events) MigrationEnded(rec attachment.Record, end attachment.MigrationE
 	}
 	m := end.Migration
 	if end.Succeeded {
-		e.Recorder.Eventf(pvc, corev1.EventTypeNormal, ReasonMigrationCompleted,
+		e.Recorder.Eventf(pvc, nil, corev1.EventTypeNormal, ReasonMigrationCompleted, actionDetach,
 			"migration %s/%s released volume %s on source node %s; node %s holds it", m.Namespace, m.Name, rec.VolumeID, m.Source, m.Target)
 		return
 	}
-	e.Recorder.Eventf(pvc, corev1.EventTypeWarning, ReasonMigrationFailed,
+	e.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, ReasonMigrationFailed, actionDetach,
 		"migration %s/%s released volume %s on target node %s; source node %s keeps it", m.Namespace, m.Name, rec.VolumeID, m.Target, m.Source)
 }
 
@@ -102,7 +109,7 @@ func (e *Events) Drift(d attachment.Drift) {
 	ctx, cancel := e.ctx()
 	defer cancel()
 	if pvc := e.claim(ctx, d.PVC); pvc != nil {
-		e.Recorder.Eventf(pvc, corev1.EventTypeWarning, ReasonAttachmentDrift, "%s", d.String())
+		e.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, ReasonAttachmentDrift, actionRebuild, "%s", d.String())
 	}
 }
 

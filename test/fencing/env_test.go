@@ -19,9 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/tools/events"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,7 +41,7 @@ var (
 	direct      client.Client    // straight to the API server
 	directWatch client.WithWatch // the same, for interceptors
 	cached      cache.Cache      // informer cache with the PV handle index
-	events      record.EventRecorder
+	recorder    events.EventRecorder
 )
 
 func TestMain(m *testing.M) {
@@ -84,10 +83,10 @@ func run(m *testing.M) int {
 	go func() { _ = cached.Start(ctx) }()
 	cached.WaitForCacheSync(ctx)
 	cs := kubernetes.NewForConfigOrDie(restCfg)
-	b := record.NewBroadcaster()
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	b := events.NewBroadcaster(&events.EventSinkImpl{Interface: cs.EventsV1()})
+	b.StartRecordingToSink(ctx.Done())
 	defer b.Shutdown()
-	events = b.NewRecorder(scheme, corev1.EventSource{Component: "rds-fence-controller"})
+	recorder = b.NewRecorder(scheme, "rds-fence-controller")
 	return m.Run()
 }
 
@@ -121,7 +120,7 @@ func newFixture(t *testing.T, mutate ...func(*kube.Cluster)) *fixture {
 	store := attachment.NewStore()
 	metrics := attachment.NewMetrics(prometheus.NewRegistry(), store)
 	mgr := &attachment.Manager{Store: store, Cluster: cluster, Fence: &csi.Fencer{Mode: csi.FenceHostNQN, Storage: rdsClient, Prefix: "pvc-"},
-		Events: &kube.Events{Recorder: events, Reader: cached, Log: logr.Discard()}, Metrics: metrics,
+		Events: &kube.Events{Recorder: recorder, Reader: cached, Log: logr.Discard()}, Metrics: metrics,
 		Log: logr.Discard(), RequireHostNQN: true}
 	drv, err := csi.NewDriver(csi.Options{TargetAddress: "127.0.0.1"}, rdsClient, logr.Discard())
 	if err != nil {
