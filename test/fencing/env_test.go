@@ -37,6 +37,7 @@ import (
 // Shared across the package's tests: one control plane, one cache.
 var (
 	restCfg     *rest.Config
+	kubeconfig  []byte // admin kubeconfig of the test control plane
 	scheme      = k8sruntime.NewScheme()
 	direct      client.Client    // straight to the API server
 	directWatch client.WithWatch // the same, for interceptors
@@ -63,6 +64,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = env.Stop() }()
+	kubeconfig = env.KubeConfig
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = kubevirtv1.AddToScheme(scheme)
 	if directWatch, err = client.NewWithWatch(restCfg, client.Options{Scheme: scheme}); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
@@ -73,3 +74,5 @@ func waitFor(f *fixture, cond func(ctx context.Context) bool) {
 		f.t.Fatal("condition never held")
 	}
 }
+
+func nodeMeta(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name} }

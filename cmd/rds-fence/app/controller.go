@@ -18,6 +18,7 @@ type ControllerOptions struct {
 	Endpoint string
 	RDS      RDSOptions
 	Driver   csi.Options
+	Kube     KubeOptions
 }
 
 // RDSOptions say how to reach and trust the RDS over SSH.
@@ -91,6 +92,13 @@ func ParseControllerFlags(args []string, version string) (*ControllerOptions, fu
 	fs.StringVar(&d.IDs.NQNPrefix, "nqn-prefix", "nqn.2000-02.com.mikrotik:", "subsystem NQN prefix")
 	fs.StringVar(&d.TopologyValue, "topology-value", "rds", "value of the topology segment this RDS serves")
 	fs.StringVar((*string)(&d.FenceMode), "fence-mode", string(csi.FenceHostNQN), "storage-side fence: hostnqn (the RDS admits only the holder's host NQN) or off")
+	k := &o.Kube
+	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
+	fs.BoolVar(&k.Standalone, "standalone", false, "volume lifecycle only: no Kubernetes, no ControllerPublish (tests of the RDS path)")
+	fs.BoolVar(&k.LeaderElect, "leader-elect", false, "serve CSI only while holding the rds-fence-controller lease")
+	fs.StringVar(&k.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the lease (default: the pod's)")
+	fs.StringVar(&k.MetricsAddress, "metrics-address", ":9809", `Prometheus metrics address ("0" disables)`)
+	fs.StringVar(&k.HealthAddress, "health-address", ":9808", `healthz/readyz address ("0" disables); ready once the store is rebuilt`)
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -121,9 +129,24 @@ func RunController(ctx context.Context, args []string, version string) error {
 	if err != nil {
 		return err
 	}
-	lis, err := csi.Listen(o.Endpoint)
+	serve := func(ctx context.Context, drv *csi.Driver) error {
+		lis, err := csi.Listen(o.Endpoint)
+		if err != nil {
+			return err
+		}
+		return drv.Run(ctx, lis)
+	}
+	if o.Kube.Standalone {
+		log.Info("standalone: no Kubernetes, ControllerPublish is not offered")
+		return serve(ctx, drv)
+	}
+	cfg, err := restConfig(o.Kube.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubernetes configuration: %w", err)
+	}
+	mgr, err := NewControllerManager(cfg, o, client, drv, serve, log)
 	if err != nil {
 		return err
 	}
-	return drv.Run(ctx, lis)
+	return mgr.Start(ctx)
 }

@@ -1,0 +1,125 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/rds-fence/rds-fence/attachment"
+	"github.com/rds-fence/rds-fence/attachment/kube"
+	"github.com/rds-fence/rds-fence/csi"
+	"github.com/rds-fence/rds-fence/rds"
+)
+
+// KubeOptions say how the controller reaches Kubernetes.
+type KubeOptions struct {
+	// Kubeconfig path; empty means in-cluster configuration.
+	Kubeconfig string
+	// Standalone runs only the volume lifecycle, without Kubernetes and
+	// without ControllerPublish (for tests of the RDS path).
+	Standalone bool
+	// LeaderElect serves CSI only while holding the lease
+	// (LeaderElectionNamespace/rds-fence-controller).
+	LeaderElect             bool
+	LeaderElectionNamespace string
+	MetricsAddress          string
+	HealthAddress           string
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
+}
+
+// newScheme holds the types the controller reads: core, storage and
+// KubeVirt's VMIs and migrations.
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = kubevirtv1.AddToScheme(s)
+	return s
+}
+
+// NewControllerManager wires the fencing core into a controller-runtime
+// manager: a cache with the PV volume-handle index, the events recorder,
+// Prometheus metrics on the manager's registry, and one runnable that (as
+// leader, when enabled) waits for the cache, rebuilds the attachment store
+// until that succeeds, and only then serves CSI on lis.
+func NewControllerManager(cfg *rest.Config, o *ControllerOptions, client *rds.Client, drv *csi.Driver, serve func(ctx context.Context, drv *csi.Driver) error, log logr.Logger) (manager.Manager, error) {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  newScheme(),
+		Logger:                  log,
+		LeaderElection:          o.Kube.LeaderElect,
+		LeaderElectionID:        "rds-fence-controller",
+		LeaderElectionNamespace: o.Kube.LeaderElectionNamespace,
+		Metrics:                 metricsserver.Options{BindAddress: o.Kube.MetricsAddress},
+		HealthProbeBindAddress:  o.Kube.HealthAddress,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx := context.Background()
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.PersistentVolume{}, kube.IndexVolumeHandle, kube.IndexPVByHandle); err != nil {
+		return nil, err
+	}
+	store := attachment.NewStore()
+	cluster := &kube.Cluster{Driver: o.Driver.Name, Reader: mgr.GetCache(), Writer: mgr.GetClient()}
+	att := &attachment.Manager{
+		Store:          store,
+		Cluster:        cluster,
+		Fence:          &csi.Fencer{Mode: o.Driver.FenceMode, Storage: client, Prefix: o.Driver.IDs.SlotPrefix},
+		Events:         &kube.Events{Recorder: mgr.GetEventRecorder("rds-fence-controller"), Reader: mgr.GetCache(), Log: log},
+		Metrics:        attachment.NewMetrics(metrics.Registry, store),
+		Log:            log.WithName("attachment"),
+		RequireHostNQN: o.Driver.FenceMode == csi.FenceHostNQN,
+	}
+	drv.WithAttacher(att)
+	ready := make(chan struct{})
+	if o.Kube.HealthAddress != "" && o.Kube.HealthAddress != "0" {
+		_ = mgr.AddHealthzCheck("ping", healthz.Ping)
+		_ = mgr.AddReadyzCheck("serving", func(*http.Request) error {
+			select {
+			case <-ready:
+				return nil
+			default:
+				return fmt.Errorf("attachment store not rebuilt yet")
+			}
+		})
+	}
+	err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return fmt.Errorf("cache did not sync")
+		}
+		for backoff := time.Second; ; backoff = min(2*backoff, time.Minute) {
+			_, err := att.Rebuild(ctx)
+			if err == nil {
+				break
+			}
+			log.Error(err, "rebuilding the attachment store failed; not serving CSI yet", "retryIn", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+		}
+		close(ready)
+		return serve(ctx, drv)
+	}))
+	return mgr, err
+}

@@ -1,0 +1,115 @@
+package fencing
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rds-fence/rds-fence/cmd/rds-fence/app"
+	"github.com/rds-fence/rds-fence/csi"
+)
+
+// The controller subcommand's wiring: it rebuilds the store from what an
+// earlier run persisted before it serves CSI, then fences over its socket.
+func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
+	f := newFixture(t) // used for its namespace, nodes, volumes and simulator
+	a, b := f.node("a"), f.node("b")
+	id := f.volume("data", false)
+	f.mustPublish(id, a, false) // "the previous controller run"
+
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kc, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "csi.sock")
+	o, _, err := app.ParseControllerFlags([]string{"--rds-address=" + f.sim.Server.Addr(), "--rds-key-file=/unused",
+		"--rds-insecure-ignore-host-key", "--kubeconfig=" + kc, "--metrics-address=0", "--health-address=0",
+		"--endpoint=unix://" + sock}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv, err := csi.NewDriver(o.Driver, f.rds, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(ctx context.Context, drv *csi.Driver) error {
+		lis, err := csi.Listen("unix://" + sock)
+		if err != nil {
+			return err
+		}
+		return drv.Run(ctx, lis)
+	}
+	mgr, err := app.NewControllerManager(cfg, o, f.rds, drv, serve, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	if err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		_, err := os.Stat(sock)
+		return err == nil, nil
+	}); err != nil {
+		t.Fatal("the controller never served its socket")
+	}
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	ctl := csipb.NewControllerClient(conn)
+	caps, err := ctl.ControllerGetCapabilities(t.Context(), &csipb.ControllerGetCapabilitiesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offered []csipb.ControllerServiceCapability_RPC_Type
+	for _, c := range caps.GetCapabilities() {
+		offered = append(offered, c.GetRpc().GetType())
+	}
+	for _, want := range []csipb.ControllerServiceCapability_RPC_Type{csipb.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
+		csipb.ControllerServiceCapability_RPC_LIST_VOLUMES_PUBLISHED_NODES} {
+		if !slices.Contains(offered, want) {
+			t.Fatalf("capabilities %v lack %v", offered, want)
+		}
+	}
+	_, err = ctl.ControllerPublishVolume(t.Context(), &csipb.ControllerPublishVolumeRequest{VolumeId: id, NodeId: b, VolumeCapability: capability(false)})
+	wantCode(t, err, codes.FailedPrecondition, "attached to node "+a)
+	list, err := ctl.ListVolumes(t.Context(), &csipb.ListVolumesRequest{})
+	if err != nil || len(list.GetEntries()) != 1 || strings.Join(list.GetEntries()[0].GetStatus().GetPublishedNodeIds(), ",") != a {
+		t.Fatalf("ListVolumes after restart = %v, %v", list, err)
+	}
+	// Node a goes away; the served controller hands the volume to b.
+	if err := direct.Delete(t.Context(), &corev1.Node{ObjectMeta: nodeMeta(a)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(f, func(ctx context.Context) bool {
+		_, err := ctl.ControllerPublishVolume(ctx, &csipb.ControllerPublishVolumeRequest{VolumeId: id, NodeId: b, VolumeCapability: capability(false)})
+		return err == nil
+	})
+	if rec := f.persisted(id); nodes(rec) != b {
+		t.Fatalf("persisted = %+v", rec)
+	}
+	if got := f.allowed(id); got != hostNQN(b) {
+		t.Fatalf("fence = %q", got)
+	}
+}
