@@ -26,15 +26,15 @@ const (
 
 // Event actions (events.k8s.io/v1 "action").
 const (
-	actionAttach  = "Attach"
-	actionDetach  = "Detach"
-	actionRebuild = "Rebuild"
+	actionAttach = "Attach"
+	actionDetach = "Detach"
 )
 
 // Events implements attachment.Events with a client-go events.k8s.io/v1
-// recorder. Repeats are rate-limited by the recorder itself: identical
-// events on one object within minutes become one event series with a
-// count, so a retrying attacher cannot flood the API.
+// recorder. Repeats are rate-limited by the recorder itself: events of one
+// reason and action on one object within minutes become one event series
+// with a count (the first message is kept), so a retrying attacher cannot
+// flood the API.
 type Events struct {
 	Recorder events.EventRecorder
 	// Reader finds the claim (for its UID) and the pod that uses it.
@@ -109,7 +109,9 @@ func (e *Events) Drift(d attachment.Drift) {
 	ctx, cancel := e.ctx()
 	defer cancel()
 	if pvc := e.claim(ctx, d.PVC); pvc != nil {
-		e.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, ReasonAttachmentDrift, actionRebuild, "%s", d.String())
+		// The kind is the action: events of one reason and action on one object
+		// are merged into a series, and different drifts must stay apart.
+		e.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, ReasonAttachmentDrift, d.Kind, "%s", d.String())
 	}
 }
 

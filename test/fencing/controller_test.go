@@ -11,6 +11,7 @@ import (
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -57,7 +58,7 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 		}
 		return drv.Run(ctx, lis)
 	}
-	mgr, err := app.NewControllerManager(cfg, o, f.rds, drv, serve, logr.Discard())
+	mgr, err := app.NewControllerManager(cfg, o, f.rds, drv, serve, prometheus.NewRegistry(), logr.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -207,6 +207,12 @@ func (f *fixture) waitCached(obj client.Object, key client.ObjectKey, present bo
 // event waits for an event with this reason on the object and returns its message.
 func (f *fixture) event(kind, name, reason string) string {
 	f.t.Helper()
+	return f.eventContaining(kind, name, reason, "")
+}
+
+// eventContaining is event restricted to messages containing substr.
+func (f *fixture) eventContaining(kind, name, reason, substr string) string {
+	f.t.Helper()
 	var msg string
 	err := wait.PollUntilContextTimeout(f.t.Context(), 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
 		var list corev1.EventList
@@ -214,7 +220,7 @@ func (f *fixture) event(kind, name, reason string) string {
 			return false, nil
 		}
 		for _, e := range list.Items {
-			if e.InvolvedObject.Kind == kind && e.InvolvedObject.Name == name && e.Reason == reason {
+			if e.InvolvedObject.Kind == kind && e.InvolvedObject.Name == name && e.Reason == reason && strings.Contains(e.Message, substr) {
 				msg = e.Message
 				return true, nil
 			}

@@ -148,7 +148,15 @@ func TestStaleHolderIsCleared(t *testing.T) {
 			}
 			waitFor(f, func(ctx context.Context) bool {
 				var got corev1.Node
-				return cached.Get(ctx, client.ObjectKey{Name: node}, &got) == nil && len(got.Spec.Taints) > 0
+				if cached.Get(ctx, client.ObjectKey{Name: node}, &got) != nil {
+					return false
+				}
+				for _, t := range got.Spec.Taints {
+					if t.Key == kube.TaintOutOfService {
+						return true
+					}
+				}
+				return false
 			})
 		}, "out of service"},
 	} {

@@ -129,7 +129,7 @@ func TestRebuildAfterRestart(t *testing.T) {
 	}
 	_, err := f.publish(corrupt, a, false)
 	wantCode(t, err, codes.FailedPrecondition, "cannot be read", "remove the "+attachment.AnnotationAttachment)
-	if msg := f.event("PersistentVolumeClaim", "conflicting", kube.ReasonAttachmentDrift); !strings.Contains(msg, attachment.DriftConflictingHolder) {
+	if msg := f.eventContaining("PersistentVolumeClaim", "conflicting", kube.ReasonAttachmentDrift, attachment.DriftConflictingHolder); !strings.Contains(msg, "keeping the record") {
 		t.Errorf("drift event = %q", msg)
 	}
 	if v := testutilValue(f.metrics.Drift.WithLabelValues(attachment.DriftFence)); v != 2 {

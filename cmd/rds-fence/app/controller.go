@@ -144,7 +144,7 @@ func RunController(ctx context.Context, args []string, version string) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes configuration: %w", err)
 	}
-	mgr, err := NewControllerManager(cfg, o, client, drv, serve, log)
+	mgr, err := NewControllerManager(cfg, o, client, drv, serve, nil, log)
 	if err != nil {
 		return err
 	}

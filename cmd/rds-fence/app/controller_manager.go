@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -61,7 +62,14 @@ func newScheme() *runtime.Scheme {
 // Prometheus metrics on the manager's registry, and one runnable that (as
 // leader, when enabled) waits for the cache, rebuilds the attachment store
 // until that succeeds, and only then serves CSI on lis.
-func NewControllerManager(cfg *rest.Config, o *ControllerOptions, client *rds.Client, drv *csi.Driver, serve func(ctx context.Context, drv *csi.Driver) error, log logr.Logger) (manager.Manager, error) {
+//
+// reg receives the fencing metrics; nil means controller-runtime's registry,
+// which the manager serves on the metrics address.
+func NewControllerManager(cfg *rest.Config, o *ControllerOptions, client *rds.Client, drv *csi.Driver,
+	serve func(ctx context.Context, drv *csi.Driver) error, reg prometheus.Registerer, log logr.Logger) (manager.Manager, error) {
+	if reg == nil {
+		reg = metrics.Registry
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  newScheme(),
 		Logger:                  log,
@@ -85,7 +93,7 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, client *rds.Cl
 		Cluster:        cluster,
 		Fence:          &csi.Fencer{Mode: o.Driver.FenceMode, Storage: client, Prefix: o.Driver.IDs.SlotPrefix},
 		Events:         &kube.Events{Recorder: mgr.GetEventRecorder("rds-fence-controller"), Reader: mgr.GetCache(), Log: log},
-		Metrics:        attachment.NewMetrics(metrics.Registry, store),
+		Metrics:        attachment.NewMetrics(reg, store),
 		Log:            log.WithName("attachment"),
 		RequireHostNQN: o.Driver.FenceMode == csi.FenceHostNQN,
 	}
