@@ -38,9 +38,11 @@ test: control-plane build ## Unit, simulator-over-SSH, csi-sanity and envtest su
 	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime 5s ./rds
 
 .PHONY: bench
-bench: ## Benchmarks behind docs/PERFORMANCE.md. CREATE_BENCH_ARGS='-bench-sessions=4 -bench-latency=200ms -bench-requests=100'
+bench: control-plane ## Benchmarks behind docs/PERFORMANCE.md. CREATE_BENCH_ARGS='-bench-sessions=4 -bench-latency=200ms -bench-requests=100'
 	$(GO) test $(GOFLAGS) -run '^$$' -bench . -benchmem -benchtime 20x ./rds
 	$(GO) test $(GOFLAGS) -run '^$$' -bench . -benchtime $(BENCHTIME) ./csi -args $(CREATE_BENCH_ARGS)
+	$(GO) test $(GOFLAGS) -run '^$$' -bench ControllerPublish -benchtime 300x ./test/fencing
+	$(GO) test $(GOFLAGS) -run '^$$' -bench Rebuild10000 -benchtime 1x -timeout 20m ./test/fencing
 
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

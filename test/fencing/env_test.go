@@ -94,7 +94,7 @@ func run(m *testing.M) int {
 
 // fixture is one test's driver, simulator and namespace.
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	ns      string
 	drv     *csi.Driver
 	mgr     *attachment.Manager
@@ -107,7 +107,7 @@ type fixture struct {
 // newFixture builds the controller as production wires it, in a fresh
 // namespace. mutate may replace the cluster's writer or reader (fault
 // injection).
-func newFixture(t *testing.T, mutate ...func(*kube.Cluster)) *fixture {
+func newFixture(t testing.TB, mutate ...func(*kube.Cluster)) *fixture {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "fence-"}}
 	if err := direct.Create(t.Context(), ns); err != nil {
