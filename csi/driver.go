@@ -185,9 +185,10 @@ func Listen(endpoint string) (net.Listener, error) {
 }
 
 // NewGRPCServer returns a gRPC server with the driver's services registered
-// and every call logged (requests sanitised of secrets).
-func (d *Driver) NewGRPCServer() *grpc.Server {
-	srv := grpc.NewServer(grpc.UnaryInterceptor(d.logCall))
+// and every call logged (requests sanitised of secrets). Extra options (for
+// example more interceptors, chained after the logger) are appended.
+func (d *Driver) NewGRPCServer(extra ...grpc.ServerOption) *grpc.Server {
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(d.logCall)}, extra...)...)
 	csipb.RegisterIdentityServer(srv, d)
 	csipb.RegisterControllerServer(srv, d)
 	return srv

@@ -29,15 +29,23 @@ var counts = map[string]int{}
 
 var _ = ReportAfterEach(func(r SpecReport) { counts[r.State.String()]++ })
 
-// nodePlaceholder answers the two node calls that csi-sanity's cleanup of
-// controller specs makes (NodeGetCapabilities: none; NodeUnpublishVolume of
-// a target that nothing ever published: done), and nothing else. Until the
+// nodePlaceholder answers the node calls that csi-sanity's controller specs
+// make (NodeGetInfo: the test node; NodeGetCapabilities: none;
+// NodeUnpublishVolume of a target that nothing ever published: done), and
+// nothing else. Until the
 // node plugin lands there is no node service to ask; no Node spec runs
 // against this placeholder (see skipped).
 type nodePlaceholder struct{ csipb.UnimplementedNodeServer }
 
 func (nodePlaceholder) NodeGetCapabilities(context.Context, *csipb.NodeGetCapabilitiesRequest) (*csipb.NodeGetCapabilitiesResponse, error) {
 	return &csipb.NodeGetCapabilitiesResponse{}, nil
+}
+
+// NodeGetInfo names the node csi-sanity publishes to: a real Node object
+// with a host NQN annotation in the test control plane.
+func (nodePlaceholder) NodeGetInfo(context.Context, *csipb.NodeGetInfoRequest) (*csipb.NodeGetInfoResponse, error) {
+	return &csipb.NodeGetInfoResponse{NodeId: sanityNode, AccessibleTopology: &csipb.Topology{
+		Segments: map[string]string{csi.DefaultTopologyKey: "rds"}}}, nil
 }
 
 func (nodePlaceholder) NodeUnpublishVolume(context.Context, *csipb.NodeUnpublishVolumeRequest) (*csipb.NodeUnpublishVolumeResponse, error) {
@@ -51,12 +59,14 @@ func TestCSISanity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	att, provisioner := startCluster(t, client)
+	drv.WithAttacher(att)
 	sock := filepath.Join(t.TempDir(), "csi.sock")
 	lis, err := csi.Listen("unix://" + sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := drv.NewGRPCServer()
+	srv := drv.NewGRPCServer(provisioner)
 	csipb.RegisterNodeServer(srv, nodePlaceholder{})
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
@@ -84,7 +94,7 @@ func TestCSISanity(t *testing.T) {
 	// really have run.
 	passed := counts[types.SpecStatePassed.String()]
 	t.Logf("csi-sanity spec states: %v", counts)
-	if passed < 25 {
+	if passed < 30 {
 		t.Fatalf("only %d csi-sanity specs passed; the suite did not really run", passed)
 	}
 	if n := len(env.Sim.Disks()); n != 0 {
