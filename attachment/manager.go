@@ -35,8 +35,10 @@ type Cluster interface {
 	// LiveMigration returns an unfinished VirtualMachineInstanceMigration of
 	// a VMI in the claim's namespace that uses the claim, or nil.
 	LiveMigration(ctx context.Context, pvcNamespace, pvcName string) (*LiveMigration, error)
-	// PersistPV writes the annotations (nil value: remove) on the PV.
-	PersistPV(ctx context.Context, pvName string, annotations map[string]*string) error
+	// PersistPV writes next's annotations on the PV next.PV, only if the PV
+	// (read live) still records prev's holders; otherwise it fails (another
+	// writer changed it). A missing PV is an error wrapping ErrNoVolume.
+	PersistPV(ctx context.Context, prev, next Record) error
 
 	// For the rebuild at start-up (read from the API server):
 	// ListPVs returns the driver's PVs.
@@ -76,9 +78,11 @@ type realClock struct{}
 func (realClock) Now() time.Time { return time.Now() }
 
 // Manager applies publish and unpublish decisions: it serialises each
-// volume, decides with the pure rules, then moves memory, the storage fence
-// and the PV annotation together, rolling all of them back when a later
-// step fails. Success is returned only once the PV annotation is written.
+// volume, decides with the pure rules, then moves the PV annotation, the
+// storage fence and memory in the order that never lets the fence admit a
+// node the record does not name (see grant and revoke), undoing earlier
+// steps when a later one fails. Success is returned only once the PV
+// annotation is written.
 type Manager struct {
 	Store   *Store
 	Cluster Cluster
@@ -169,7 +173,7 @@ func (m *Manager) publish(ctx context.Context, volumeID, node string, mode Mode,
 	if d.Noop {
 		return cur, nil
 	}
-	if err := m.apply(ctx, cur, d.Next); err != nil {
+	if err := m.grant(ctx, cur, d.Next); err != nil {
 		return cur, err
 	}
 	for _, c := range d.Cleared {
@@ -204,7 +208,7 @@ func (m *Manager) unpublish(ctx context.Context, volumeID, node string) error {
 	if d.Noop {
 		return nil
 	}
-	if err := m.apply(ctx, cur, d.Next); err != nil {
+	if err := m.revoke(ctx, cur, d.Next); err != nil {
 		return err
 	}
 	if d.MigrationEnded != nil {
@@ -214,33 +218,75 @@ func (m *Manager) unpublish(ctx context.Context, volumeID, node string) error {
 	return nil
 }
 
-// apply moves memory, then the fence, then the PV to next; a failure rolls
-// back what was already moved, so the three never disagree after an error
-// (a failed rollback is logged and left to the rebuild/reconciler).
-func (m *Manager) apply(ctx context.Context, prev, next Record) error {
-	m.Store.Put(next)
+// rollbackTimeout bounds one undo step. Undo runs even when the request's
+// context is done: it is what keeps the fence from admitting a node the
+// record does not name.
+const rollbackTimeout = 10 * time.Second
+
+func undoContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+}
+
+// grant widens or moves the hold (publish): the PV first, then the fence,
+// then memory. The fence never admits a node before the PV records it; a
+// failed fence write un-writes the PV and restores the previous fence (the
+// failed write may have taken effect). Memory, which ListVolumes and
+// DeleteVolume read, changes only once both are done.
+func (m *Manager) grant(ctx context.Context, prev, next Record) error {
+	if err := m.persist(ctx, prev, next); err != nil {
+		return unavailable("recording the attachment on PV %s: %v", next.PV, err)
+	}
 	if err := m.Fence.Allow(ctx, next.VolumeID, next.HostNQNs()); err != nil {
-		m.Store.Put(prev)
+		uctx, cancel := undoContext(ctx)
+		defer cancel()
+		if ferr := m.Fence.Allow(uctx, prev.VolumeID, prev.HostNQNs()); ferr != nil {
+			m.Log.Error(ferr, "restoring the storage fence failed; the rebuild will repair it", "volumeID", prev.VolumeID)
+		}
+		if perr := m.persist(uctx, next, prev); perr != nil {
+			m.Log.Error(perr, "un-recording the attachment failed; the PV names a holder the fence does not admit", "volumeID", prev.VolumeID, "pv", next.PV)
+		}
 		return unavailable("setting the storage fence of volume %s: %v", next.VolumeID, err)
 	}
+	m.Store.Put(next)
+	return nil
+}
+
+// revoke narrows the hold (unpublish): the fence first, then the PV, then
+// memory. A failed PV write restores the fence, since the record still
+// names the node; if that restore fails too, the fence is narrower than the
+// record, which is the safe direction.
+func (m *Manager) revoke(ctx context.Context, prev, next Record) error {
+	if err := m.Fence.Allow(ctx, next.VolumeID, next.HostNQNs()); err != nil {
+		uctx, cancel := undoContext(ctx)
+		defer cancel()
+		if ferr := m.Fence.Allow(uctx, prev.VolumeID, prev.HostNQNs()); ferr != nil {
+			m.Log.Error(ferr, "restoring the storage fence failed; the holder may have lost access until the rebuild", "volumeID", prev.VolumeID)
+		}
+		return unavailable("revoking the storage fence of volume %s: %v", next.VolumeID, err)
+	}
+	err := m.persist(ctx, prev, next)
+	if errors.Is(err, ErrNoVolume) && !next.Held() {
+		err = nil // releasing a volume whose PV was deleted meanwhile
+	}
+	if err != nil {
+		uctx, cancel := undoContext(ctx)
+		defer cancel()
+		if ferr := m.Fence.Allow(uctx, prev.VolumeID, prev.HostNQNs()); ferr != nil {
+			m.Log.Error(ferr, "restoring the storage fence failed; the holder may have lost access until the rebuild", "volumeID", prev.VolumeID)
+		}
+		return unavailable("recording the release on PV %s: %v", next.PV, err)
+	}
+	m.Store.Put(next)
+	return nil
+}
+
+// persist writes next on the PV, provided the PV still records prev (a
+// second writer, such as another controller instance, makes it fail).
+func (m *Manager) persist(ctx context.Context, prev, next Record) error {
 	if next.PV == "" {
 		return nil // the PV is gone (unpublish after delete): nothing to persist
 	}
-	ann, err := Annotations(next)
-	if err == nil {
-		err = m.Cluster.PersistPV(ctx, next.PV, ann)
-	}
-	if errors.Is(err, ErrNoVolume) && !next.Held() {
-		return nil // releasing a volume whose PV was deleted meanwhile
-	}
-	if err != nil {
-		if ferr := m.Fence.Allow(ctx, prev.VolumeID, prev.HostNQNs()); ferr != nil {
-			m.Log.Error(ferr, "rolling back the storage fence failed; the rebuild will repair it", "volumeID", prev.VolumeID)
-		}
-		m.Store.Put(prev)
-		return unavailable("recording the attachment on PV %s: %v", next.PV, err)
-	}
-	return nil
+	return m.Cluster.PersistPV(ctx, prev, next)
 }
 
 func splitClaim(pvc string) (string, string) {

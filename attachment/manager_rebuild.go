@@ -33,11 +33,9 @@ func (m *Manager) Rebuild(ctx context.Context) (Rebuilt, error) {
 	res := Reconcile(Observed{PVs: pvs, Attached: attached, Fences: fences, HostNQNs: nqns}, m.Fence.Value)
 	var errs []error
 	for _, r := range res.Persist {
-		ann, err := Annotations(r)
-		if err == nil {
-			err = m.Cluster.PersistPV(ctx, r.PV, ann)
-		}
-		if err != nil {
+		prev := r.Clone()
+		prev.Holders, prev.Migration = nil, nil // adopted holders were not recorded
+		if err := m.Cluster.PersistPV(ctx, prev, r); err != nil {
 			errs = append(errs, fmt.Errorf("recording adopted holders on PV %s: %w", r.PV, err))
 		}
 	}

@@ -73,7 +73,7 @@ func Reconcile(obs Observed, fenceValue func(hostNQNs []string) string) Rebuilt 
 			out.Drifts = append(out.Drifts, Drift{Kind: kind, VolumeID: rec.VolumeID, PV: rec.PV, PVC: rec.PVC, Detail: fmt.Sprintf(format, args...)})
 		}
 		if err != nil {
-			rec.Unreadable = err.Error()
+			rec.Quarantined = fmt.Sprintf("its attachment record cannot be read (%v)", err)
 			drift(DriftUnreadable, "%v; the volume is refused to every node until the annotation is fixed or removed", err)
 			out.Records = append(out.Records, rec)
 			continue
@@ -81,23 +81,40 @@ func Reconcile(obs Observed, fenceValue func(hostNQNs []string) string) Rebuilt 
 		attached := slices.Clone(obs.Attached[pv.Name])
 		sort.Strings(attached)
 		adopted := false
-		for _, n := range attached {
-			if rec.HeldBy(n) {
+		if !rec.Held() && len(attached) > 0 {
+			// No record: adopt one attachment only when it is unambiguous.
+			pick := ""
+			if len(attached) == 1 {
+				pick = attached[0]
+			} else if fence, ok := obs.Fences[rec.VolumeID]; ok {
+				for _, n := range attached {
+					if nqn := obs.HostNQNs[n]; nqn != "" && nqn == fence {
+						pick = n // the node the RDS admits
+					}
+				}
+			}
+			switch {
+			case pick == "":
+				rec.Quarantined = fmt.Sprintf("VolumeAttachments say attached to nodes %s and the PV records none", strings.Join(attached, ","))
+				drift(DriftConflictingHolder, "%s; the volume is refused to every node until an operator resolves it", rec.Quarantined)
+				out.Records = append(out.Records, rec)
+				continue
+			case obs.Fences != nil && obs.HostNQNs[pick] == "":
+				rec.Quarantined = fmt.Sprintf("VolumeAttachment says attached to node %s, which has no host NQN annotation", pick)
+				drift(DriftAttachedNoRecord, "%s; the volume is refused to every node until the node reports its host NQN", rec.Quarantined)
+				out.Records = append(out.Records, rec)
 				continue
 			}
-			mode := rec.Mode
-			if mode == "" {
-				mode = modeOfPV(pv)
-			}
-			if len(rec.Holders) >= 1 && (mode == ModeSingleNode || len(rec.Holders) >= MaxHolders) {
+			rec.Mode = modeOfPV(pv)
+			rec.Holders = []Holder{{Node: pick, HostNQN: obs.HostNQNs[pick], Since: pv.CreationTimestamp.Time}}
+			adopted = true
+			drift(DriftAttachedNoRecord, "VolumeAttachment says attached to node %s, which the PV did not record; adopted as holder", pick)
+		}
+		for _, n := range attached {
+			if !rec.HeldBy(n) {
 				drift(DriftConflictingHolder, "VolumeAttachment says attached to node %s, the record says %s; keeping the record, the RDS admits only its holder",
 					n, strings.Join(rec.Nodes(), ","))
-				continue
 			}
-			rec.Mode = mode
-			rec.Holders = append(rec.Holders, Holder{Node: n, HostNQN: obs.HostNQNs[n], Since: pv.CreationTimestamp.Time})
-			adopted = true
-			drift(DriftAttachedNoRecord, "VolumeAttachment says attached to node %s, which the PV did not record; adopted as holder", n)
 		}
 		for _, h := range rec.Holders {
 			if !slices.Contains(attached, h.Node) {

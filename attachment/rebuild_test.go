@@ -1,6 +1,7 @@
 package attachment
 
 import (
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -40,5 +41,38 @@ func TestReconcileDiskMissingAndOpenOrphans(t *testing.T) {
 	// Fence off: nothing compared.
 	if res := Reconcile(Observed{PVs: []*corev1.PersistentVolume{pv}, Attached: map[string][]string{"pv-1": {"a"}}}, fenceValue); len(res.Drifts) != 0 {
 		t.Fatalf("fence off: drifts %v", res.Drifts)
+	}
+}
+
+func TestReconcileAdoptsOnlyUnambiguousAttachments(t *testing.T) {
+	nqn := map[string]string{"a": "nqn-a", "b": "nqn-b"}
+	cases := []struct {
+		name        string
+		attached    []string
+		fence       string
+		nqns        map[string]string
+		wantHolder  string
+		quarantined bool
+	}{
+		{"one attachment", []string{"a"}, "nobody", nqn, "a", false},
+		{"two attachments, the fence names one", []string{"a", "b"}, "nqn-b", nqn, "b", false},
+		{"two attachments, open fence", []string{"a", "b"}, "", nqn, "", true},
+		{"attached node without host NQN", []string{"a"}, "nobody", map[string]string{}, "", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res := Reconcile(Observed{PVs: []*corev1.PersistentVolume{pvWith("pvc-1", nil)},
+				Attached: map[string][]string{"pv-1": c.attached}, Fences: map[string]string{"pvc-1": c.fence}, HostNQNs: c.nqns}, fenceValue)
+			if len(res.Records) != 1 {
+				t.Fatalf("records = %+v", res.Records)
+			}
+			r := res.Records[0]
+			if (r.Quarantined != "") != c.quarantined || strings.Join(r.Nodes(), ",") != c.wantHolder {
+				t.Fatalf("record = %+v", r)
+			}
+			if len(r.Holders) > 1 {
+				t.Fatal("two holders adopted")
+			}
+		})
 	}
 }

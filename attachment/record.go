@@ -50,10 +50,11 @@ type Record struct {
 	Mode      Mode
 	Holders   []Holder
 	Migration *Migration
-	// Unreadable, when set, quarantines the volume: its persisted record
-	// could not be decoded, so no node may take it until an operator fixes
-	// or removes the annotation. Never persisted.
-	Unreadable string
+	// Quarantined, when set, says why no node may take the volume until an
+	// operator acts: its persisted record could not be decoded, or the
+	// rebuild found attachments it could not attribute safely. Never
+	// persisted; the storage fence is left as it was found.
+	Quarantined string
 }
 
 // Nodes returns the holding nodes in order.
@@ -72,7 +73,7 @@ func (r Record) HeldBy(node string) bool {
 
 // Held reports whether anybody holds the volume (a quarantined volume
 // counts as held by an unknown party).
-func (r Record) Held() bool { return len(r.Holders) > 0 || r.Unreadable != "" }
+func (r Record) Held() bool { return len(r.Holders) > 0 || r.Quarantined != "" }
 
 // HostNQNs returns the host NQNs of the holders, in order.
 func (r Record) HostNQNs() []string {

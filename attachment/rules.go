@@ -130,16 +130,18 @@ func NeedsMigrationLookup(cur Record, req PublishRequest) bool {
 //   - SingleNode: any remaining (live) holder is a ConflictError. There is
 //     no grace window.
 //   - MultiNodeBlock: a second node only while a live migration of a VMI
-//     using the claim exists and its timeout has not passed; never a third.
+//     using the claim exists, moves it from the holder to exactly this node
+//     (an unknown target is refused until KubeVirt names it), and its
+//     timeout has not passed; never a third.
 func DecidePublish(cur Record, req PublishRequest, facts Facts) (Decision, error) {
 	if cur.VolumeID == "" {
 		cur.VolumeID = req.VolumeID
 	}
 	d := Decision{Next: cur.Clone()}
-	if cur.Unreadable != "" {
+	if cur.Quarantined != "" {
 		return d, &ConflictError{VolumeID: cur.VolumeID, PV: cur.PV, PVC: cur.PVC, Requester: req.Node,
-			Reason:  "its attachment record cannot be read (" + cur.Unreadable + ")",
-			Release: "Check that no node uses the volume, then fix or remove the " + AnnotationAttachment + " annotation on the PV and restart the controller"}
+			Reason:  "it is quarantined: " + cur.Quarantined,
+			Release: "Check which node really uses the volume, then fix or remove the " + AnnotationAttachment + " annotation on the PV (and the stale VolumeAttachments) and restart the controller"}
 	}
 	if cur.Mode != "" && len(cur.Holders) > 0 && cur.Mode != req.Mode {
 		return d, &ConflictError{VolumeID: cur.VolumeID, PV: cur.PV, PVC: cur.PVC, Requester: req.Node, Holders: cur.Nodes(),
@@ -181,9 +183,17 @@ func DecidePublish(cur Record, req PublishRequest, facts Facts) (Decision, error
 		return d, &ConflictError{VolumeID: cur.VolumeID, PV: cur.PV, PVC: cur.PVC, Requester: req.Node, Holders: others,
 			Reason: "a ReadWriteMany block volume is attached to a second node only during a KubeVirt live migration, and no unfinished VirtualMachineInstanceMigration exists for a VMI using this claim"}
 	}
-	if m.Target != "" && m.Target != req.Node {
+	switch {
+	case m.Target == "":
+		return d, &ConflictError{VolumeID: cur.VolumeID, PV: cur.PV, PVC: cur.PVC, Requester: req.Node, Holders: others,
+			Reason:  fmt.Sprintf("migration %s/%s has no known target node yet", m.Namespace, m.Name),
+			Release: "The attach is retried; it succeeds once KubeVirt has scheduled the migration target on this node"}
+	case m.Target != req.Node:
 		return d, &ConflictError{VolumeID: cur.VolumeID, PV: cur.PV, PVC: cur.PVC, Requester: req.Node, Holders: others,
 			Reason: fmt.Sprintf("migration %s/%s targets node %s, not %s", m.Namespace, m.Name, m.Target, req.Node)}
+	case m.Source != "" && m.Source != others[0]:
+		return d, &ConflictError{VolumeID: cur.VolumeID, PV: cur.PV, PVC: cur.PVC, Requester: req.Node, Holders: others,
+			Reason: fmt.Sprintf("migration %s/%s moves the VMI from node %s, but the volume is held by %s", m.Namespace, m.Name, m.Source, others[0])}
 	}
 	deadline := m.Created.Add(req.MigrationTimeout)
 	if req.MigrationTimeout > 0 && req.Now.After(deadline) {
@@ -207,7 +217,7 @@ func DecidePublish(cur Record, req PublishRequest, facts Facts) (Decision, error
 // released).
 func DecideUnpublish(cur Record, node string) Decision {
 	d := Decision{Next: cur.Clone()}
-	if !cur.HeldBy(node) || cur.Unreadable != "" {
+	if !cur.HeldBy(node) || cur.Quarantined != "" {
 		d.Noop = true
 		return d
 	}

@@ -23,7 +23,8 @@ func req(node string, mode Mode) PublishRequest {
 }
 
 func TestDecidePublish(t *testing.T) {
-	live := &LiveMigration{Namespace: "ns", Name: "mig-1", VMI: "vm-1", Created: t0}
+	live := &LiveMigration{Namespace: "ns", Name: "mig-1", VMI: "vm-1", Source: "a", Target: "b", Created: t0}
+	liveToC := &LiveMigration{Namespace: "ns", Name: "mig-1", VMI: "vm-1", Source: "b", Target: "c", Created: t0}
 	cases := []struct {
 		name        string
 		cur         Record
@@ -64,8 +65,14 @@ func TestDecidePublish(t *testing.T) {
 			facts: Facts{Nodes: map[string]NodeState{"a": NodeLive}, Migration: live}, wantErr: []string{"window has passed"}},
 		{name: "RWX third node", cur: held(ModeMultiNodeBlock, "a", "b"), req: req("c", ModeMultiNodeBlock),
 			facts: Facts{Nodes: map[string]NodeState{"a": NodeLive, "b": NodeLive}, Migration: live}, wantErr: []string{"at most two nodes"}},
+		{name: "RWX migration target not known yet", cur: held(ModeMultiNodeBlock, "a"), req: req("b", ModeMultiNodeBlock),
+			facts:   Facts{Nodes: map[string]NodeState{"a": NodeLive}, Migration: &LiveMigration{Namespace: "ns", Name: "mig-1", Created: t0}},
+			wantErr: []string{"no known target node yet", "retried"}},
+		{name: "RWX migration from another source", cur: held(ModeMultiNodeBlock, "a"), req: req("b", ModeMultiNodeBlock),
+			facts:   Facts{Nodes: map[string]NodeState{"a": NodeLive}, Migration: &LiveMigration{Namespace: "ns", Name: "mig-1", Source: "x", Target: "b", Created: t0}},
+			wantErr: []string{"moves the VMI from node x"}},
 		{name: "RWX third node after a holder was deleted", cur: held(ModeMultiNodeBlock, "a", "b"), req: req("c", ModeMultiNodeBlock),
-			facts:     Facts{Nodes: map[string]NodeState{"a": NodeDeleted, "b": NodeLive}, Migration: live},
+			facts:     Facts{Nodes: map[string]NodeState{"a": NodeDeleted, "b": NodeLive}, Migration: liveToC},
 			wantNodes: []string{"b", "c"}, wantCleared: []string{"a"}, wantMigr: true},
 		{name: "mode change while held", cur: held(ModeSingleNode, "a"), req: req("b", ModeMultiNodeBlock),
 			facts: Facts{Nodes: map[string]NodeState{"a": NodeLive}, Migration: live}, wantErr: []string{"held in mode SingleNode"}},

@@ -2,9 +2,9 @@ package kube
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -42,6 +42,9 @@ type Cluster struct {
 	Driver string
 	Reader client.Reader
 	Writer client.Client
+	// Live reads straight from the API server (mgr.GetAPIReader()); nil
+	// means Writer. Used to confirm before anything is released or written.
+	Live client.Reader
 }
 
 var _ attachment.Cluster = (*Cluster)(nil)
@@ -60,10 +63,21 @@ func (c *Cluster) PVForVolume(ctx context.Context, volumeID string) (*corev1.Per
 	return nil, fmt.Errorf("%w %s of driver %s", attachment.ErrNoVolume, volumeID, c.Driver)
 }
 
-// Node reports whether the node exists, is out of service, and its host NQN.
+// Node reports whether the node exists, is out of service, and its host
+// NQN. A cached answer that would release the node's volumes (deleted, out
+// of service) is confirmed with a live read: a lagging cache must never
+// take a volume from a running node.
 func (c *Cluster) Node(ctx context.Context, name string) (attachment.NodeState, string, error) {
+	st, nqn, err := nodeState(ctx, c.Reader, name)
+	if err != nil || st == attachment.NodeLive {
+		return st, nqn, err
+	}
+	return nodeState(ctx, c.live(), name)
+}
+
+func nodeState(ctx context.Context, r client.Reader, name string) (attachment.NodeState, string, error) {
 	var n corev1.Node
-	if err := c.Reader.Get(ctx, types.NamespacedName{Name: name}, &n); err != nil {
+	if err := r.Get(ctx, types.NamespacedName{Name: name}, &n); err != nil {
 		if apierrors.IsNotFound(err) {
 			return attachment.NodeDeleted, "", nil
 		}
@@ -104,13 +118,43 @@ func (c *Cluster) LiveMigration(ctx context.Context, namespace, claim string) (*
 		if !UsesClaim(&vmi, claim) {
 			continue
 		}
-		lm := &attachment.LiveMigration{Namespace: namespace, Name: mig.Name, VMI: vmi.Name, Created: mig.CreationTimestamp.Time}
+		lm := &attachment.LiveMigration{Namespace: namespace, Name: mig.Name, VMI: vmi.Name, Created: mig.CreationTimestamp.Time,
+			Source: vmi.Status.NodeName}
 		if st := mig.Status.MigrationState; st != nil {
-			lm.Source, lm.Target = st.SourceNode, st.TargetNode
+			if st.SourceNode != "" {
+				lm.Source = st.SourceNode
+			}
+			lm.Target = st.TargetNode
+		}
+		if lm.Target == "" { // KubeVirt has not reported it yet: the target virt-launcher pod knows
+			target, err := c.migrationTargetNode(ctx, namespace, string(mig.UID), lm.Source)
+			if err != nil {
+				return nil, err
+			}
+			lm.Target = target
 		}
 		return lm, nil
 	}
 	return nil, nil
+}
+
+// LabelMigrationJobUID marks KubeVirt's migration target virt-launcher pod
+// with the UID of its VirtualMachineInstanceMigration.
+const LabelMigrationJobUID = "kubevirt.io/migrationJobUID"
+
+// migrationTargetNode is the node of the migration's target pod ("" if it
+// is not scheduled yet). A pod on the source node is not the target.
+func (c *Cluster) migrationTargetNode(ctx context.Context, namespace, migUID, source string) (string, error) {
+	var pods corev1.PodList
+	if err := c.Reader.List(ctx, &pods, client.InNamespace(namespace), client.MatchingLabels{LabelMigrationJobUID: migUID}); err != nil {
+		return "", err
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != "" && p.Spec.NodeName != source && p.DeletionTimestamp == nil {
+			return p.Spec.NodeName, nil
+		}
+	}
+	return "", nil
 }
 
 // UsesClaim reports whether the VMI mounts the claim (directly or through a
@@ -127,19 +171,53 @@ func UsesClaim(vmi *kubevirtv1.VirtualMachineInstance, claim string) bool {
 	return false
 }
 
-// PersistPV merge-patches the annotations (nil removes one) on the PV.
-func (c *Cluster) PersistPV(ctx context.Context, pvName string, annotations map[string]*string) error {
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
+// PersistPV writes next's annotations on the PV (merge patch with the
+// resourceVersion read, so a concurrent change fails), after checking on a
+// live read that the PV still records prev's holders.
+func (c *Cluster) PersistPV(ctx context.Context, prev, next attachment.Record) error {
+	var pv corev1.PersistentVolume
+	if err := c.live().Get(ctx, types.NamespacedName{Name: next.PV}, &pv); err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("%w: PV %s was deleted", attachment.ErrNoVolume, next.PV)
+		}
+		return err
+	}
+	cur, _, err := attachment.Decode(&pv)
 	if err != nil {
 		return err
 	}
-	pv := &corev1.PersistentVolume{}
-	pv.Name = pvName
-	err = c.Writer.Patch(ctx, pv, client.RawPatch(types.MergePatchType, patch))
+	if !slices.Equal(cur.Nodes(), prev.Nodes()) {
+		return fmt.Errorf("PV %s records holders [%s] but this controller expected [%s]: another writer (a second controller instance?) changed it",
+			next.PV, strings.Join(cur.Nodes(), ","), strings.Join(prev.Nodes(), ","))
+	}
+	ann, err := attachment.Annotations(next)
+	if err != nil {
+		return err
+	}
+	orig := pv.DeepCopy()
+	if pv.Annotations == nil {
+		pv.Annotations = map[string]string{}
+	}
+	for k, v := range ann {
+		if v == nil {
+			delete(pv.Annotations, k)
+		} else {
+			pv.Annotations[k] = *v
+		}
+	}
+	err = c.Writer.Patch(ctx, &pv, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("%w: PV %s was deleted", attachment.ErrNoVolume, pvName)
+		return fmt.Errorf("%w: PV %s was deleted", attachment.ErrNoVolume, next.PV)
 	}
 	return err
+}
+
+// live is the reader that bypasses the cache (Live, else Writer).
+func (c *Cluster) live() client.Reader {
+	if c.Live != nil {
+		return c.Live
+	}
+	return c.Writer
 }
 
 // PVReader reads records from PV annotations through a (cached) reader: the
@@ -150,13 +228,11 @@ type PVReader struct {
 
 var _ attachment.Reader = (*PVReader)(nil)
 
-// Get decodes the record of the volume's PV. A volume without a PV is not
-// held; an unreadable annotation is an error (fail closed).
+// Get decodes the record of the volume's PV. A volume whose PV is not (yet)
+// in the cache, or whose annotation cannot be read, is an error: the truth
+// is unknown, and callers fail closed.
 func (r *PVReader) Get(ctx context.Context, volumeID string) (attachment.Record, bool, error) {
 	pv, err := r.Cluster.PVForVolume(ctx, volumeID)
-	if errors.Is(err, attachment.ErrNoVolume) {
-		return attachment.Record{VolumeID: volumeID}, false, nil
-	}
 	if err != nil {
 		return attachment.Record{VolumeID: volumeID}, false, err
 	}

@@ -62,16 +62,15 @@ func BenchmarkControllerPublish(b *testing.B) {
 					b.Fatal(err)
 				}
 				// The PV write alone (set and remove the annotation).
-				rec := attachment.Record{VolumeID: id, Mode: attachment.ModeSingleNode, Holders: []attachment.Holder{{Node: node, HostNQN: hostNQN(node)}}}
-				ann, _ := attachment.Annotations(rec)
 				pvName := f.pvName(id)
+				free := attachment.Record{VolumeID: id, PV: pvName}
+				rec := attachment.Record{VolumeID: id, PV: pvName, Mode: attachment.ModeSingleNode, Holders: []attachment.Holder{{Node: node, HostNQN: hostNQN(node)}}}
 				start = time.Now()
-				if err := f.cluster.PersistPV(context.Background(), pvName, ann); err != nil {
+				if err := f.cluster.PersistPV(context.Background(), free, rec); err != nil {
 					b.Fatal(err)
 				}
 				write = append(write, time.Since(start))
-				free, _ := attachment.Annotations(attachment.Record{VolumeID: id})
-				if err := f.cluster.PersistPV(context.Background(), pvName, free); err != nil {
+				if err := f.cluster.PersistPV(context.Background(), rec, free); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()

@@ -38,7 +38,7 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 	}
 	sock := filepath.Join(dir, "csi.sock")
 	o, _, err := app.ParseControllerFlags([]string{"--rds-address=" + f.sim.Server.Addr(), "--rds-key-file=/unused",
-		"--rds-insecure-ignore-host-key", "--kubeconfig=" + kc, "--metrics-address=0", "--health-address=0",
+		"--rds-insecure-ignore-host-key", "--kubeconfig=" + kc, "--leader-elect=false", "--metrics-address=0", "--health-address=0",
 		"--endpoint=unix://" + sock}, "test")
 	if err != nil {
 		t.Fatal(err)

@@ -186,7 +186,7 @@ func (f *fixture) volume(claim string, block bool) (volumeID string) {
 	if err := direct.Create(ctx, pv); err != nil {
 		f.t.Fatal(err)
 	}
-	f.t.Cleanup(func() { _ = direct.Delete(context.Background(), pv) })
+	f.t.Cleanup(func() { deletePV(pv.Name) })
 	f.waitCached(&corev1.PersistentVolume{}, client.ObjectKeyFromObject(pv), true)
 	f.waitCached(&corev1.PersistentVolumeClaim{}, client.ObjectKeyFromObject(pvc), true)
 	return id
@@ -263,3 +263,17 @@ func (f *fixture) persisted(id string) attachment.Record {
 }
 
 func nodes(r attachment.Record) string { return strings.Join(r.Nodes(), ",") }
+
+// deletePV deletes a PV for good: without kube-controller-manager nobody
+// removes the pv-protection finalizer, and a PV left terminating would be
+// seen by every later rebuild.
+func deletePV(name string) {
+	ctx := context.Background()
+	var pv corev1.PersistentVolume
+	if err := direct.Get(ctx, client.ObjectKey{Name: name}, &pv); err != nil {
+		return
+	}
+	pv.Finalizers = nil
+	_ = direct.Update(ctx, &pv)
+	_ = direct.Delete(ctx, &pv)
+}

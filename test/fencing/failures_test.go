@@ -2,7 +2,9 @@ package fencing
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	corev1 "k8s.io/api/core/v1"
@@ -10,6 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/rds-fence/rds-fence/attachment"
 	"github.com/rds-fence/rds-fence/attachment/kube"
 	"github.com/rds-fence/rds-fence/csi"
 )
@@ -100,4 +104,94 @@ func TestRDSFailureFailsPublish(t *testing.T) {
 		t.Fatalf("PV after a failed fence = %+v", rec)
 	}
 	f.mustPublish(id, a, false)
+}
+
+// staleNodeCache answers "no such node" for one node, like an informer that
+// has not seen the node re-created.
+type staleNodeCache struct {
+	client.Reader
+	missing string
+}
+
+func (r *staleNodeCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, isNode := obj.(*corev1.Node); isNode && key.Name == r.missing {
+		return apierrors.NewNotFound(corev1.Resource("nodes"), key.Name)
+	}
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+// A cache that lags (says the holder is gone) never releases a volume: the
+// live API server is asked before a holder is cleared.
+func TestStaleCacheNeverReleases(t *testing.T) {
+	var reader *staleNodeCache
+	f := newFixture(t, func(c *kube.Cluster) {
+		reader = &staleNodeCache{Reader: c.Reader}
+		c.Reader = reader
+	})
+	a, b := f.node("a"), f.node("b")
+	id := f.volume("data", false)
+	f.mustPublish(id, a, false)
+	reader.missing = a
+	_, err := f.publish(id, b, false)
+	wantCode(t, err, codes.FailedPrecondition, "attached to node "+a)
+	if got := f.allowed(id); got != hostNQN(a) {
+		t.Fatalf("fence moved to %q on a stale cache", got)
+	}
+}
+
+// A second writer (another controller instance) changed the PV: this
+// controller's write is refused instead of overwriting it.
+func TestSecondWriterIsDetected(t *testing.T) {
+	f := newFixture(t)
+	a := f.node("a")
+	id := f.volume("data", false)
+	f.mustPublish(id, a, false)
+	var pv corev1.PersistentVolume
+	if err := direct.Get(t.Context(), client.ObjectKey{Name: f.pvName(id)}, &pv); err != nil {
+		t.Fatal(err)
+	}
+	pv.Annotations[attachment.AnnotationAttachment] = strings.ReplaceAll(pv.Annotations[attachment.AnnotationAttachment], a, f.ns+"-other")
+	if err := direct.Update(t.Context(), &pv); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, f.unpublish(id, a), codes.Unavailable, "another writer")
+	if got := f.allowed(id); got != hostNQN(a) {
+		t.Fatalf("fence after a refused release = %q, want restored to node a's", got)
+	}
+}
+
+// The undo of a publish runs even when the request's deadline has passed.
+func TestUndoOutlivesTheRequest(t *testing.T) {
+	f := newFixture(t)
+	a := f.node("a")
+	id := f.volume("data", false)
+	f.sim.Sim.SetLatency(400 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	_, err := f.drv.ControllerPublishVolume(ctx, &csipb.ControllerPublishVolumeRequest{VolumeId: id, NodeId: a, VolumeCapability: capability(false)})
+	wantCode(t, err, codes.Unavailable)
+	f.sim.Sim.SetLatency(0)
+	if rec := f.persisted(id); rec.Held() {
+		t.Fatalf("PV still records %v after the publish failed", rec.Nodes())
+	}
+	waitFor(f, func(context.Context) bool { return f.allowed(id) == csi.NobodyNQN })
+	if h := f.mgr.Holders(id); len(h) != 0 {
+		t.Fatalf("memory holds %v", h)
+	}
+}
+
+// The webhook's and reconciler's reader fails closed on a volume whose PV
+// it cannot see.
+func TestPVReaderFailsClosed(t *testing.T) {
+	f := newFixture(t)
+	r := &kube.PVReader{Cluster: f.cluster}
+	if _, _, err := r.Get(t.Context(), "pvc-0000000000000000000000000000"); err == nil {
+		t.Fatal("an unknown volume read as free")
+	}
+	id := f.volume("data", false)
+	f.mustPublish(id, f.node("a"), false)
+	waitFor(f, func(ctx context.Context) bool {
+		rec, ok, err := r.Get(ctx, id)
+		return err == nil && ok && len(rec.Holders) == 1
+	})
 }

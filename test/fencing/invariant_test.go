@@ -89,6 +89,13 @@ func TestInvariantUnderFaultsAndRestarts(t *testing.T) {
 		}
 		return nil
 	}
+	t.Cleanup(func() {
+		for _, v := range vols {
+			for _, n := range nodeNames {
+				_ = direct.Delete(context.Background(), &storagev1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("va-%s-%s", v, n[len(n)-1:])}})
+			}
+		}
+	})
 	setVA := func(v, node string, attached bool) {
 		name := fmt.Sprintf("va-%s-%s", v, node[len(node)-1:])
 		if !attached {

@@ -18,7 +18,7 @@ import (
 
 // vmiWithMigration creates a VMI using claim and a migration of it to target
 // in the given phase.
-func (f *fixture) vmiWithMigration(claim, target string, phase kubevirtv1.VirtualMachineInstanceMigrationPhase) {
+func (f *fixture) vmiWithMigration(claim, source, target string, phase kubevirtv1.VirtualMachineInstanceMigrationPhase) *kubevirtv1.VirtualMachineInstanceMigration {
 	f.t.Helper()
 	ctx := f.t.Context()
 	vmi := &kubevirtv1.VirtualMachineInstance{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "vm1"},
@@ -26,6 +26,10 @@ func (f *fixture) vmiWithMigration(claim, target string, phase kubevirtv1.Virtua
 			PersistentVolumeClaim: &kubevirtv1.PersistentVolumeClaimVolumeSource{
 				PersistentVolumeClaimVolumeSource: corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}}}}}}
 	if err := direct.Create(ctx, vmi); err != nil {
+		f.t.Fatal(err)
+	}
+	vmi.Status.NodeName = source
+	if err := direct.Status().Update(ctx, vmi); err != nil {
 		f.t.Fatal(err)
 	}
 	mig := &kubevirtv1.VirtualMachineInstanceMigration{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "mig1"},
@@ -41,8 +45,11 @@ func (f *fixture) vmiWithMigration(claim, target string, phase kubevirtv1.Virtua
 	f.waitCached(&kubevirtv1.VirtualMachineInstance{}, client.ObjectKeyFromObject(vmi), true)
 	waitFor(f, func(ctx context.Context) bool {
 		var got kubevirtv1.VirtualMachineInstanceMigration
-		return cached.Get(ctx, client.ObjectKeyFromObject(mig), &got) == nil && got.Status.Phase == phase
+		var gotVMI kubevirtv1.VirtualMachineInstance
+		return cached.Get(ctx, client.ObjectKeyFromObject(mig), &got) == nil && got.Status.Phase == phase &&
+			cached.Get(ctx, client.ObjectKeyFromObject(vmi), &gotVMI) == nil && gotVMI.Status.NodeName == source
 	})
+	return mig
 }
 
 func TestRWXBlockLiveMigration(t *testing.T) {
@@ -54,7 +61,7 @@ func TestRWXBlockLiveMigration(t *testing.T) {
 	_, err := f.publish(id, b, true)
 	wantCode(t, err, codes.FailedPrecondition, "only during a KubeVirt live migration", "PVC "+f.ns+"/vmdisk")
 
-	f.vmiWithMigration("vmdisk", b, kubevirtv1.MigrationRunning)
+	f.vmiWithMigration("vmdisk", a, b, kubevirtv1.MigrationRunning)
 	f.mustPublish(id, b, true)
 	if rec := f.persisted(id); nodes(rec) != a+","+b || rec.Migration == nil || rec.Migration.Name != "mig1" {
 		t.Fatalf("persisted = %+v", rec)
@@ -86,7 +93,7 @@ func TestRWXBlockMigrationRefusals(t *testing.T) {
 		a, b := f.node("a"), f.node("b")
 		id := f.volume("vmdisk", true)
 		f.mustPublish(id, a, true)
-		f.vmiWithMigration("vmdisk", b, kubevirtv1.MigrationSucceeded)
+		f.vmiWithMigration("vmdisk", a, b, kubevirtv1.MigrationSucceeded)
 		_, err := f.publish(id, b, true)
 		wantCode(t, err, codes.FailedPrecondition, "no unfinished VirtualMachineInstanceMigration")
 	})
@@ -95,10 +102,37 @@ func TestRWXBlockMigrationRefusals(t *testing.T) {
 		a, b := f.node("a"), f.node("b")
 		id := f.volume("vmdisk", true)
 		f.mustPublish(id, a, true)
-		f.vmiWithMigration("vmdisk", b, kubevirtv1.MigrationRunning)
+		f.vmiWithMigration("vmdisk", a, b, kubevirtv1.MigrationRunning)
 		_, err := f.drv.ControllerPublishVolume(t.Context(), &csipb.ControllerPublishVolumeRequest{VolumeId: id, NodeId: b,
 			VolumeCapability: capability(true), VolumeContext: map[string]string{csi.CtxMigrationTmo: "1ns"}})
 		wantCode(t, err, codes.FailedPrecondition, "window has passed")
+	})
+	t.Run("target not known, then found from the target pod", func(t *testing.T) {
+		f := newFixture(t)
+		a, b := f.node("a"), f.node("b")
+		id := f.volume("vmdisk", true)
+		f.mustPublish(id, a, true)
+		mig := f.vmiWithMigration("vmdisk", a, "", kubevirtv1.MigrationScheduling)
+		_, err := f.publish(id, b, true)
+		wantCode(t, err, codes.FailedPrecondition, "no known target node yet")
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "virt-launcher-vm1-target",
+			Labels: map[string]string{kube.LabelMigrationJobUID: string(mig.UID)}},
+			Spec: corev1.PodSpec{NodeName: b, Containers: []corev1.Container{{Name: "compute", Image: "virt-launcher"}}}}
+		if err := direct.Create(t.Context(), pod); err != nil {
+			t.Fatal(err)
+		}
+		f.waitCached(&corev1.Pod{}, client.ObjectKeyFromObject(pod), true)
+		f.mustPublish(id, b, true)
+		// The target gives up: the migration failed, the source keeps the volume.
+		if err := f.unpublish(id, b); err != nil {
+			t.Fatal(err)
+		}
+		if msg := f.event("PersistentVolumeClaim", "vmdisk", kube.ReasonMigrationFailed); !strings.Contains(msg, "source node "+a+" keeps it") {
+			t.Fatalf("MigrationFailed = %q", msg)
+		}
+		if got := f.allowed(id); got != hostNQN(a) {
+			t.Fatalf("fence after a failed migration = %q", got)
+		}
 	})
 	t.Run("filesystem on two nodes", func(t *testing.T) {
 		f := newFixture(t)

@@ -1,6 +1,7 @@
 package fencing
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -35,7 +36,7 @@ func (f *fixture) attachVA(pvName, node string) {
 	if err := direct.Create(f.t.Context(), va); err != nil {
 		f.t.Fatal(err)
 	}
-	f.t.Cleanup(func() { _ = direct.Delete(f.t.Context(), va) })
+	f.t.Cleanup(func() { _ = direct.Delete(context.Background(), va) })
 	va.Status.Attached = true
 	if err := direct.Status().Update(f.t.Context(), va); err != nil {
 		f.t.Fatal(err)
@@ -128,7 +129,7 @@ func TestRebuildAfterRestart(t *testing.T) {
 		t.Errorf("adopted holder not persisted: %+v", rec)
 	}
 	_, err := f.publish(corrupt, a, false)
-	wantCode(t, err, codes.FailedPrecondition, "cannot be read", "remove the "+attachment.AnnotationAttachment)
+	wantCode(t, err, codes.FailedPrecondition, "quarantined", "cannot be read", "remove the "+attachment.AnnotationAttachment)
 	if msg := f.eventContaining("PersistentVolumeClaim", "conflicting", kube.ReasonAttachmentDrift, attachment.DriftConflictingHolder); !strings.Contains(msg, "keeping the record") {
 		t.Errorf("drift event = %q", msg)
 	}

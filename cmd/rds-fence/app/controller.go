@@ -95,7 +95,7 @@ func ParseControllerFlags(args []string, version string) (*ControllerOptions, fu
 	k := &o.Kube
 	fs.StringVar(&k.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
 	fs.BoolVar(&k.Standalone, "standalone", false, "volume lifecycle only: no Kubernetes, no ControllerPublish (tests of the RDS path)")
-	fs.BoolVar(&k.LeaderElect, "leader-elect", false, "serve CSI only while holding the rds-fence-controller lease")
+	fs.BoolVar(&k.LeaderElect, "leader-elect", true, "serve CSI only while holding the rds-fence-controller lease (the attachment store is in memory: two active controllers could each grant a volume)")
 	fs.StringVar(&k.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the lease (default: the pod's)")
 	fs.StringVar(&k.MetricsAddress, "metrics-address", ":9809", `Prometheus metrics address ("0" disables)`)
 	fs.StringVar(&k.HealthAddress, "health-address", ":9808", `healthz/readyz address ("0" disables); ready once the store is rebuilt`)

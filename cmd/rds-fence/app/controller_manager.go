@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -65,7 +66,7 @@ func newScheme() *runtime.Scheme {
 //
 // reg receives the fencing metrics; nil means controller-runtime's registry,
 // which the manager serves on the metrics address.
-func NewControllerManager(cfg *rest.Config, o *ControllerOptions, client *rds.Client, drv *csi.Driver,
+func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.Client, drv *csi.Driver,
 	serve func(ctx context.Context, drv *csi.Driver) error, reg prometheus.Registerer, log logr.Logger) (manager.Manager, error) {
 	if reg == nil {
 		reg = metrics.Registry
@@ -87,11 +88,11 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, client *rds.Cl
 		return nil, err
 	}
 	store := attachment.NewStore()
-	cluster := &kube.Cluster{Driver: o.Driver.Name, Reader: mgr.GetCache(), Writer: mgr.GetClient()}
+	cluster := &kube.Cluster{Driver: o.Driver.Name, Reader: mgr.GetCache(), Writer: mgr.GetClient(), Live: mgr.GetAPIReader()}
 	att := &attachment.Manager{
 		Store:          store,
 		Cluster:        cluster,
-		Fence:          &csi.Fencer{Mode: o.Driver.FenceMode, Storage: client, Prefix: o.Driver.IDs.SlotPrefix},
+		Fence:          &csi.Fencer{Mode: o.Driver.FenceMode, Storage: storage, Prefix: o.Driver.IDs.SlotPrefix},
 		Events:         &kube.Events{Recorder: mgr.GetEventRecorder("rds-fence-controller"), Reader: mgr.GetCache(), Log: log},
 		Metrics:        attachment.NewMetrics(reg, store),
 		Log:            log.WithName("attachment"),
@@ -101,16 +102,32 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, client *rds.Cl
 	ready := make(chan struct{})
 	if o.Kube.HealthAddress != "" && o.Kube.HealthAddress != "0" {
 		_ = mgr.AddHealthzCheck("ping", healthz.Ping)
+		// Ready once the store is rebuilt and CSI served; a standby replica
+		// (leader election on, not elected) is ready as a standby.
 		_ = mgr.AddReadyzCheck("serving", func(*http.Request) error {
 			select {
 			case <-ready:
 				return nil
-			default:
+			case <-mgr.Elected():
 				return fmt.Errorf("attachment store not rebuilt yet")
+			default:
+				return nil
 			}
 		})
 	}
 	err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		// Start every informer the fencing core reads before the first
+		// publish, so none starts lazily inside a volume lock.
+		for _, obj := range []client.Object{&corev1.PersistentVolume{}, &corev1.Node{}, &corev1.PersistentVolumeClaim{}, &corev1.Pod{}} {
+			if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+				return fmt.Errorf("starting the %T informer: %w", obj, err)
+			}
+		}
+		for _, obj := range []client.Object{&kubevirtv1.VirtualMachineInstance{}, &kubevirtv1.VirtualMachineInstanceMigration{}} {
+			if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+				log.Info("KubeVirt informer not started (is KubeVirt installed?); live migrations of RWX block volumes will be refused", "type", fmt.Sprintf("%T", obj), "err", err.Error())
+			}
+		}
 		if !mgr.GetCache().WaitForCacheSync(ctx) {
 			return fmt.Errorf("cache did not sync")
 		}
