@@ -35,6 +35,8 @@ type Cluster interface {
 	// LiveMigration returns an unfinished VirtualMachineInstanceMigration of
 	// a VMI in the claim's namespace that uses the claim, or nil.
 	LiveMigration(ctx context.Context, pvcNamespace, pvcName string) (*LiveMigration, error)
+	// VMINode returns the node a VMI runs on ("" if unknown or gone).
+	VMINode(ctx context.Context, namespace, name string) (string, error)
 	// PersistPV writes next's annotations on the PV next.PV, only if the PV
 	// (read live) still records prev's holders; otherwise it fails (another
 	// writer changed it). A missing PV is an error wrapping ErrNoVolume.
@@ -305,4 +307,27 @@ func (m *Manager) Holders(volumeID string) []string {
 		return nil
 	}
 	return rec.Nodes()
+}
+
+// ErrHeld: the volume is held (or quarantined) and cannot be deleted.
+var ErrHeld = errors.New("volume is held")
+
+// WhileReleased runs fn under the volume's lock if nobody holds the volume
+// and it is not quarantined, so no publish can slip in between the check
+// and fn (DeleteVolume uses it). Otherwise it returns an error wrapping
+// ErrHeld that names the holders.
+func (m *Manager) WhileReleased(ctx context.Context, volumeID string, fn func() error) error {
+	unlock, err := m.Store.Lock(ctx, volumeID)
+	if err != nil {
+		return unavailable("%v", err)
+	}
+	defer unlock()
+	rec, _, _ := m.Store.Get(ctx, volumeID)
+	switch {
+	case rec.Quarantined != "":
+		return fmt.Errorf("%w: volume %s is quarantined (%s)", ErrHeld, volumeID, rec.Quarantined)
+	case len(rec.Holders) > 0:
+		return fmt.Errorf("%w: volume %s is still attached to node(s) %v; it is deleted after it is unpublished", ErrHeld, volumeID, rec.Nodes())
+	}
+	return fn()
 }

@@ -163,26 +163,33 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csipb.DeleteVolumeReques
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is already in progress", id)
 	}
 	defer d.inflight.unlock(id)
+	del := func() error { return d.deleteDisk(ctx, id) }
 	if d.attacher != nil {
-		if nodes := d.attacher.Holders(id); len(nodes) > 0 {
-			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is still attached to node(s) %v; it is deleted after it is unpublished", id, nodes)
+		if err := d.attacher.WhileReleased(ctx, id, del); err != nil {
+			return nil, publishStatus(err)
 		}
+	} else if err := del(); err != nil {
+		return nil, err
 	}
-	// Delete the file the disk really uses (the base path may have changed
-	// since it was created); when the disk entry is already gone, the file
-	// can only be at the path this driver derives.
+	d.log.Info("volume deleted", "volumeID", id)
+	return &csipb.DeleteVolumeResponse{}, nil
+}
+
+// deleteDisk removes the file the disk really uses (the base path may have
+// changed since it was created); when the disk entry is already gone, the
+// file can only be at the path this driver derives.
+func (d *Driver) deleteDisk(ctx context.Context, id string) error {
 	path := d.opts.IDs.FilePath(id)
 	switch disk, err := d.storage.GetDisk(ctx, id); {
 	case err == nil && disk.FilePath != "":
 		path = disk.FilePath
 	case err != nil && !errors.Is(err, rds.ErrNotFound):
-		return nil, toStatus(err, "reading volume "+id)
+		return toStatus(err, "reading volume "+id)
 	}
 	if err := d.storage.DeleteDisk(ctx, id, path); err != nil {
-		return nil, toStatus(err, "deleting volume "+id)
+		return toStatus(err, "deleting volume "+id)
 	}
-	d.log.Info("volume deleted", "volumeID", id)
-	return &csipb.DeleteVolumeResponse{}, nil
+	return nil
 }
 
 // ControllerExpandVolume grows the backing file. Shrinking is never done:

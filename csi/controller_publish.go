@@ -19,6 +19,8 @@ type Attacher interface {
 	Unpublish(ctx context.Context, volumeID, node string) error
 	// Holders returns the nodes holding the volume (nil if none).
 	Holders(volumeID string) []string
+	// WhileReleased runs fn under the volume's lock when nobody holds it.
+	WhileReleased(ctx context.Context, volumeID string, fn func() error) error
 }
 
 var _ Attacher = (*attachment.Manager)(nil)
@@ -108,13 +110,16 @@ func modeOf(c *csipb.VolumeCapability) attachment.Mode {
 // publishStatus maps fencing errors to gRPC codes. Anything unknown is
 // Internal: never "allowed".
 func publishStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err // already chosen at this boundary (e.g. by deleteDisk)
+	}
 	var ce *attachment.ConflictError
 	switch {
 	case errors.As(err, &ce):
 		return status.Error(codes.FailedPrecondition, ce.Error())
 	case errors.Is(err, attachment.ErrNoVolume), errors.Is(err, attachment.ErrNodeNotFound):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, attachment.ErrNoHostNQN):
+	case errors.Is(err, attachment.ErrNoHostNQN), errors.Is(err, attachment.ErrHeld):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, attachment.ErrUnavailable):
 		return status.Error(codes.Unavailable, err.Error())

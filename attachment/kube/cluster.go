@@ -238,3 +238,15 @@ func (r *PVReader) Get(ctx context.Context, volumeID string) (attachment.Record,
 	}
 	return attachment.Decode(pv)
 }
+
+// VMINode returns the node the VMI runs on ("" if unknown or gone).
+func (c *Cluster) VMINode(ctx context.Context, namespace, name string) (string, error) {
+	var vmi kubevirtv1.VirtualMachineInstance
+	if err := c.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &vmi); err != nil {
+		if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+			return "", nil
+		}
+		return "", err
+	}
+	return vmi.Status.NodeName, nil
+}

@@ -62,10 +62,25 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The RDS cannot be listed at first: the rebuild fails and CSI must not
+	// be served from an unverified store.
+	f.sim.Sim.FailCommands("/disk print", "failure: device is busy", -1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	waitFor(f, func(context.Context) bool { // the rebuild has been tried
+		for _, c := range f.sim.Sim.Commands() {
+			if strings.HasPrefix(c, "/disk print") {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := os.Stat(sock); err == nil {
+		t.Fatal("CSI is served although the rebuild failed")
+	}
+	f.sim.Sim.ClearFaults()
 
 	if err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
 		_, err := os.Stat(sock)

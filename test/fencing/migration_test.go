@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -143,4 +144,53 @@ func TestRWXBlockMigrationRefusals(t *testing.T) {
 		_, err := f.drv.ControllerPublishVolume(t.Context(), &csipb.ControllerPublishVolumeRequest{VolumeId: id, NodeId: a, VolumeCapability: rwxFS})
 		wantCode(t, err, codes.InvalidArgument, "raw block volumes only")
 	})
+}
+
+type clockAt time.Time
+
+func (c clockAt) Now() time.Time { return time.Time(c) }
+
+// A two-node window that outlives its migration timeout is closed: the
+// node the VMI runs on keeps the volume, the other is fenced out.
+func TestMigrationWindowExpires(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.node("a"), f.node("b")
+	id := f.volume("vmdisk", true)
+	f.mustPublish(id, a, true)
+	f.vmiWithMigration("vmdisk", a, b, kubevirtv1.MigrationRunning)
+	_, err := f.drv.ControllerPublishVolume(t.Context(), &csipb.ControllerPublishVolumeRequest{VolumeId: id, NodeId: b,
+		VolumeCapability: capability(true), VolumeContext: map[string]string{csi.CtxMigrationTmo: "10m"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.mgr.ExpireMigrations(t.Context()); err != nil || len(f.mgr.Holders(id)) != 2 {
+		t.Fatalf("a window within its timeout was closed: %v %v", f.mgr.Holders(id), err)
+	}
+	// The VM now runs on b; time passes beyond the deadline.
+	var vmi kubevirtv1.VirtualMachineInstance
+	if err := direct.Get(t.Context(), client.ObjectKey{Namespace: f.ns, Name: "vm1"}, &vmi); err != nil {
+		t.Fatal(err)
+	}
+	vmi.Status.NodeName = b
+	if err := direct.Status().Update(t.Context(), &vmi); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(f, func(ctx context.Context) bool {
+		var got kubevirtv1.VirtualMachineInstance
+		return cached.Get(ctx, client.ObjectKeyFromObject(&vmi), &got) == nil && got.Status.NodeName == b
+	})
+	f.mgr.Clock = clockAt(time.Now().Add(11 * time.Minute))
+	if err := f.mgr.ExpireMigrations(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if h := f.mgr.Holders(id); len(h) != 1 || h[0] != b {
+		t.Fatalf("holders after expiry = %v, want the VMI's node %s", h, b)
+	}
+	if got := f.allowed(id); got != hostNQN(b) {
+		t.Fatalf("fence after expiry = %q", got)
+	}
+	if rec := f.persisted(id); nodes(rec) != b || rec.Migration != nil {
+		t.Fatalf("persisted after expiry = %+v", rec)
+	}
+	f.event("PersistentVolumeClaim", "vmdisk", kube.ReasonMigrationCompleted)
 }

@@ -144,6 +144,7 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 			}
 		}
 		close(ready)
+		go att.RunMigrationExpiry(ctx, 15*time.Second)
 		return serve(ctx, drv)
 	}))
 	return mgr, err
