@@ -64,7 +64,7 @@ func Annotations(r Record) (map[string]*string, error) {
 // no attachment (nobody holds it). A malformed or unknown-version
 // annotation is an error wrapping ErrUnknownFormat: fail closed.
 func Decode(pv *corev1.PersistentVolume) (rec Record, ok bool, err error) {
-	rec = Record{PV: pv.Name, PVC: claimOf(pv)}
+	rec = Record{PV: pv.Name, PVC: claimOf(pv), ResourceVersion: pv.ResourceVersion}
 	if pv.Spec.CSI != nil {
 		rec.VolumeID = pv.Spec.CSI.VolumeHandle
 	}

@@ -38,9 +38,11 @@ type Cluster interface {
 	// VMINode returns the node a VMI runs on ("" if unknown or gone).
 	VMINode(ctx context.Context, namespace, name string) (string, error)
 	// PersistPV writes next's annotations on the PV next.PV, only if the PV
-	// (read live) still records prev's holders; otherwise it fails (another
-	// writer changed it). A missing PV is an error wrapping ErrNoVolume.
-	PersistPV(ctx context.Context, prev, next Record) error
+	// still records prev's holders (prev.ResourceVersion, when set, is tried
+	// as a precondition first; otherwise or on a conflict the PV is read
+	// live); otherwise it fails (another writer changed it). It returns the
+	// PV's new resourceVersion. A missing PV is an error wrapping ErrNoVolume.
+	PersistPV(ctx context.Context, prev, next Record) (string, error)
 
 	// For the rebuild at start-up (read from the API server):
 	// ListPVs returns the driver's PVs.
@@ -235,16 +237,18 @@ func undoContext(ctx context.Context) (context.Context, context.CancelFunc) {
 // failed write may have taken effect). Memory, which ListVolumes and
 // DeleteVolume read, changes only once both are done.
 func (m *Manager) grant(ctx context.Context, prev, next Record) error {
-	if err := m.persist(ctx, prev, next); err != nil {
+	rv, err := m.persist(ctx, prev, next)
+	if err != nil {
 		return unavailable("recording the attachment on PV %s: %v", next.PV, err)
 	}
+	next.ResourceVersion = rv
 	if err := m.Fence.Allow(ctx, next.VolumeID, next.HostNQNs()); err != nil {
 		uctx, cancel := undoContext(ctx)
 		defer cancel()
 		if ferr := m.Fence.Allow(uctx, prev.VolumeID, prev.HostNQNs()); ferr != nil {
 			m.Log.Error(ferr, "restoring the storage fence failed; the rebuild will repair it", "volumeID", prev.VolumeID)
 		}
-		if perr := m.persist(uctx, next, prev); perr != nil {
+		if _, perr := m.persist(uctx, next, prev); perr != nil {
 			m.Log.Error(perr, "un-recording the attachment failed; the PV names a holder the fence does not admit", "volumeID", prev.VolumeID, "pv", next.PV)
 		}
 		return unavailable("setting the storage fence of volume %s: %v", next.VolumeID, err)
@@ -266,10 +270,11 @@ func (m *Manager) revoke(ctx context.Context, prev, next Record) error {
 		}
 		return unavailable("revoking the storage fence of volume %s: %v", next.VolumeID, err)
 	}
-	err := m.persist(ctx, prev, next)
+	rv, err := m.persist(ctx, prev, next)
 	if errors.Is(err, ErrNoVolume) && !next.Held() {
 		err = nil // releasing a volume whose PV was deleted meanwhile
 	}
+	next.ResourceVersion = rv
 	if err != nil {
 		uctx, cancel := undoContext(ctx)
 		defer cancel()
@@ -284,9 +289,9 @@ func (m *Manager) revoke(ctx context.Context, prev, next Record) error {
 
 // persist writes next on the PV, provided the PV still records prev (a
 // second writer, such as another controller instance, makes it fail).
-func (m *Manager) persist(ctx context.Context, prev, next Record) error {
+func (m *Manager) persist(ctx context.Context, prev, next Record) (string, error) {
 	if next.PV == "" {
-		return nil // the PV is gone (unpublish after delete): nothing to persist
+		return "", nil // the PV is gone (unpublish after delete): nothing to persist
 	}
 	return m.Cluster.PersistPV(ctx, prev, next)
 }
@@ -329,5 +334,9 @@ func (m *Manager) WhileReleased(ctx context.Context, volumeID string, fn func() 
 	case len(rec.Holders) > 0:
 		return fmt.Errorf("%w: volume %s is still attached to node(s) %v; it is deleted after it is unpublished", ErrHeld, volumeID, rec.Nodes())
 	}
-	return fn()
+	if err := fn(); err != nil {
+		return err
+	}
+	m.Store.Forget(volumeID)
+	return nil
 }

@@ -35,8 +35,15 @@ func (m *Manager) Rebuild(ctx context.Context) (Rebuilt, error) {
 	for _, r := range res.Persist {
 		prev := r.Clone()
 		prev.Holders, prev.Migration = nil, nil // adopted holders were not recorded
-		if err := m.Cluster.PersistPV(ctx, prev, r); err != nil {
+		rv, err := m.Cluster.PersistPV(ctx, prev, r)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("recording adopted holders on PV %s: %w", r.PV, err))
+			continue
+		}
+		for i := range res.Records {
+			if res.Records[i].VolumeID == r.VolumeID {
+				res.Records[i].ResourceVersion = rv
+			}
 		}
 	}
 	for id, hosts := range res.FenceFixes {

@@ -55,6 +55,9 @@ type Record struct {
 	// rebuild found attachments it could not attribute safely. Never
 	// persisted; the storage fence is left as it was found.
 	Quarantined string
+	// ResourceVersion is the PV's resourceVersion as of this controller's
+	// last read or write of it ("" if unknown). Never persisted.
+	ResourceVersion string
 }
 
 // Nodes returns the holding nodes in order.

@@ -22,10 +22,16 @@ type Store struct {
 	locks *keyedMutex
 	mu    sync.RWMutex
 	recs  map[string]Record // only held volumes
+	// rvs remembers the PV resourceVersion of released volumes too, so the
+	// next publish can write with one round trip (see Cluster.PersistPV).
+	// Forget drops an entry when its volume is deleted.
+	rvs map[string]string
 }
 
 // NewStore returns an empty store.
-func NewStore() *Store { return &Store{locks: newKeyedMutex(), recs: map[string]Record{}} }
+func NewStore() *Store {
+	return &Store{locks: newKeyedMutex(), recs: map[string]Record{}, rvs: map[string]string{}}
+}
 
 var _ Reader = (*Store)(nil)
 
@@ -40,7 +46,7 @@ func (s *Store) Get(_ context.Context, volumeID string) (Record, bool, error) {
 	defer s.mu.RUnlock()
 	r, ok := s.recs[volumeID]
 	if !ok {
-		return Record{VolumeID: volumeID}, false, nil
+		return Record{VolumeID: volumeID, ResourceVersion: s.rvs[volumeID]}, false, nil
 	}
 	return r.Clone(), true, nil
 }
@@ -50,11 +56,24 @@ func (s *Store) Get(_ context.Context, volumeID string) (Record, bool, error) {
 func (s *Store) Put(r Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if r.ResourceVersion != "" {
+		s.rvs[r.VolumeID] = r.ResourceVersion
+	} else {
+		delete(s.rvs, r.VolumeID)
+	}
 	if !r.Held() {
 		delete(s.recs, r.VolumeID)
 		return
 	}
 	s.recs[r.VolumeID] = r.Clone()
+}
+
+// Forget drops everything known about a deleted volume.
+func (s *Store) Forget(volumeID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.recs, volumeID)
+	delete(s.rvs, volumeID)
 }
 
 // List returns every held volume's record, sorted by volume ID.

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -171,45 +172,59 @@ func UsesClaim(vmi *kubevirtv1.VirtualMachineInstance, claim string) bool {
 	return false
 }
 
-// PersistPV writes next's annotations on the PV (merge patch with the
-// resourceVersion read, so a concurrent change fails), after checking on a
-// live read that the PV still records prev's holders.
-func (c *Cluster) PersistPV(ctx context.Context, prev, next attachment.Record) error {
+// PersistPV writes next's annotations on the PV. With prev's
+// resourceVersion (this controller's last write) it is one merge patch with
+// that version as a precondition; when the PV has changed since (or the
+// version is unknown), the PV is read live, must still record prev's
+// holders, and is patched with the version read. A second writer, such as
+// another controller instance, therefore makes the write fail instead of
+// being overwritten.
+func (c *Cluster) PersistPV(ctx context.Context, prev, next attachment.Record) (string, error) {
+	ann, err := attachment.Annotations(next)
+	if err != nil {
+		return "", err
+	}
+	if prev.ResourceVersion != "" {
+		rv, err := c.patch(ctx, next.PV, prev.ResourceVersion, ann)
+		if !apierrors.IsConflict(err) {
+			return rv, err
+		}
+	}
 	var pv corev1.PersistentVolume
 	if err := c.live().Get(ctx, types.NamespacedName{Name: next.PV}, &pv); err != nil {
 		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("%w: PV %s was deleted", attachment.ErrNoVolume, next.PV)
+			return "", fmt.Errorf("%w: PV %s was deleted", attachment.ErrNoVolume, next.PV)
 		}
-		return err
+		return "", err
 	}
 	cur, _, err := attachment.Decode(&pv)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !slices.Equal(cur.Nodes(), prev.Nodes()) {
-		return fmt.Errorf("PV %s records holders [%s] but this controller expected [%s]: another writer (a second controller instance?) changed it",
+		return "", fmt.Errorf("PV %s records holders [%s] but this controller expected [%s]: another writer (a second controller instance?) changed it",
 			next.PV, strings.Join(cur.Nodes(), ","), strings.Join(prev.Nodes(), ","))
 	}
-	ann, err := attachment.Annotations(next)
+	return c.patch(ctx, next.PV, pv.ResourceVersion, ann)
+}
+
+// patch merge-patches the annotations with resourceVersion as a
+// precondition and returns the new resourceVersion.
+func (c *Cluster) patch(ctx context.Context, name, resourceVersion string, ann map[string]*string) (string, error) {
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": resourceVersion, "annotations": ann}})
 	if err != nil {
-		return err
+		return "", err
 	}
-	orig := pv.DeepCopy()
-	if pv.Annotations == nil {
-		pv.Annotations = map[string]string{}
-	}
-	for k, v := range ann {
-		if v == nil {
-			delete(pv.Annotations, k)
-		} else {
-			pv.Annotations[k] = *v
-		}
-	}
-	err = c.Writer.Patch(ctx, &pv, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	pv := &corev1.PersistentVolume{}
+	pv.Name = name
+	err = c.Writer.Patch(ctx, pv, client.RawPatch(types.MergePatchType, body))
 	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("%w: PV %s was deleted", attachment.ErrNoVolume, next.PV)
+		return "", fmt.Errorf("%w: PV %s was deleted", attachment.ErrNoVolume, name)
 	}
-	return err
+	if err != nil {
+		return "", err
+	}
+	return pv.ResourceVersion, nil
 }
 
 // live is the reader that bypasses the cache (Live, else Writer).

@@ -39,6 +39,9 @@ func BenchmarkControllerPublish(b *testing.B) {
 			for i := range pool {
 				ids = append(ids, f.volume(fmt.Sprintf("bench-%d", i), false))
 			}
+			writeID := f.volume("bench-write", false)
+			writePV := f.pvName(writeID)
+			writeRV := ""
 			f.sim.Sim.SetLatency(lat)
 			var pub, bare, write []time.Duration
 			b.ResetTimer()
@@ -61,16 +64,19 @@ func BenchmarkControllerPublish(b *testing.B) {
 				if err := f.rds.SetAllowedHost(context.Background(), id, csi.NobodyNQN); err != nil {
 					b.Fatal(err)
 				}
-				// The PV write alone (set and remove the annotation).
-				pvName := f.pvName(id)
-				free := attachment.Record{VolumeID: id, PV: pvName}
-				rec := attachment.Record{VolumeID: id, PV: pvName, Mode: attachment.ModeSingleNode, Holders: []attachment.Holder{{Node: node, HostNQN: hostNQN(node)}}}
+				// The PV write alone, one merge patch with a known resourceVersion
+				// as a publish makes it, on a PV publish does not touch.
+				rec := attachment.Record{VolumeID: writeID, PV: writePV, Mode: attachment.ModeSingleNode,
+					Holders: []attachment.Holder{{Node: node, HostNQN: hostNQN(node)}}, ResourceVersion: writeRV}
+				free := attachment.Record{VolumeID: writeID, PV: writePV}
 				start = time.Now()
-				if err := f.cluster.PersistPV(context.Background(), free, rec); err != nil {
+				rv, err := f.cluster.PersistPV(context.Background(), withRV(free, writeRV), rec)
+				if err != nil {
 					b.Fatal(err)
 				}
 				write = append(write, time.Since(start))
-				if err := f.cluster.PersistPV(context.Background(), rec, free); err != nil {
+				rec.ResourceVersion = rv
+				if writeRV, err = f.cluster.PersistPV(context.Background(), rec, free); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()
@@ -168,4 +174,9 @@ func createAttachedPV(b *testing.B, f *fixture, name, id, node string) {
 	if err := direct.Status().Update(context.Background(), va); err != nil {
 		b.Error(err)
 	}
+}
+
+func withRV(r attachment.Record, rv string) attachment.Record {
+	r.ResourceVersion = rv
+	return r
 }

@@ -195,3 +195,27 @@ func TestPVReaderFailsClosed(t *testing.T) {
 		return err == nil && ok && len(rec.Holders) == 1
 	})
 }
+
+// Another controller touching the PV (a label, the status) changes its
+// resourceVersion but not the record: the write falls back to a live read
+// and succeeds.
+func TestUnrelatedPVChangeDoesNotBlock(t *testing.T) {
+	f := newFixture(t)
+	a := f.node("a")
+	id := f.volume("data", false)
+	f.mustPublish(id, a, false)
+	var pv corev1.PersistentVolume
+	if err := direct.Get(t.Context(), client.ObjectKey{Name: f.pvName(id)}, &pv); err != nil {
+		t.Fatal(err)
+	}
+	pv.Labels = map[string]string{"team": "storage"}
+	if err := direct.Update(t.Context(), &pv); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.unpublish(id, a); err != nil {
+		t.Fatalf("unpublish after an unrelated PV change: %v", err)
+	}
+	if rec := f.persisted(id); rec.Held() {
+		t.Fatalf("PV still records %v", rec.Nodes())
+	}
+}
