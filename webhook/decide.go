@@ -1,0 +1,251 @@
+package webhook
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+	kubevirtv1 "kubevirt.io/api/core/v1"
+)
+
+// Decision is the outcome of one admission decision.
+type Decision struct {
+	Allowed bool
+	// Reason is a stable label (metrics, events): one of the Reason* values.
+	Reason string
+	// Message tells an operator what is wrong and what to do.
+	Message  string
+	Warnings []string
+	// Claims are the "namespace/name" of the claims that caused a denial.
+	Claims []string
+}
+
+// Decision reasons.
+const (
+	ReasonNoFencedClaims  = "no-fenced-claims"
+	ReasonFree            = "free"
+	ReasonHeldElsewhere   = "held-elsewhere"
+	ReasonHolderExcluded  = "holder-excluded"
+	ReasonHeldMayWait     = "held-pod-may-wait"
+	ReasonNotSynced       = "cache-not-synced"
+	ReasonUnknown         = "state-unknown"
+	ReasonMigrationTarget = "migration-target"
+	ReasonMigrationDenied = "migration-not-verified"
+	ReasonVMIInUse        = "claim-in-use-by-vmi"
+	ReasonMalformed       = "malformed-request"
+)
+
+// Options configure the decisions.
+type Options struct {
+	// Driver is the CSI driver whose volumes are fenced.
+	Driver string
+	// KubeVirtUsers are the users allowed to create migration target pods
+	// (default: KubeVirt's controller service account).
+	KubeVirtUsers []string
+}
+
+// DefaultKubeVirtUser is the service account KubeVirt's controller uses.
+const DefaultKubeVirtUser = "system:serviceaccount:kubevirt:kubevirt-controller"
+
+// KubeVirt pod labels of a migration target virt-launcher pod.
+const (
+	LabelMigrationJobUID = "kubevirt.io/migrationJobUID"
+	LabelCreatedBy       = "kubevirt.io/created-by"
+)
+
+func notSynced() Decision {
+	return Decision{Reason: ReasonNotSynced,
+		Message: "the rds-fence admission webhook has not synced its caches yet, so it cannot tell whether another node holds this pod's volumes; retry in a few seconds"}
+}
+
+func fencedClaims(s Snapshot, o Options, namespace string, names []string) ([]claimState, *Decision) {
+	var out []claimState
+	for _, n := range names {
+		cs := resolveClaim(s, o.Driver, namespace, n)
+		if cs.Unknown != "" {
+			return nil, &Decision{Reason: ReasonUnknown, Claims: []string{cs.key()},
+				Message: fmt.Sprintf("%s; refusing until it can be checked (check the PV and its %s annotation)", cs.Unknown, "rds-fence.csi.dev/attachment")}
+		}
+		if cs.Fenced {
+			out = append(out, cs)
+		}
+	}
+	return out, nil
+}
+
+// usersOf names the pods on the holding nodes that use the claim, for messages.
+func usersOf(s Snapshot, cs claimState, exclude string) string {
+	var names []string
+	for _, p := range s.PodsUsingClaim(cs.Namespace, cs.Name) {
+		if p.Name != exclude && slices.Contains(cs.Holders, p.Spec.NodeName) {
+			names = append(names, p.Namespace+"/"+p.Name)
+		}
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return ", used by pod " + strings.Join(names, ", ")
+}
+
+// DecidePodOnNode decides a pod that is (or is being bound) on node: every
+// ReadWriteOnce claim of this driver must be free or held by node itself.
+// A KubeVirt migration target pod may be the second holder of an RWX block
+// claim, only when the migration is verified (see verifyMigrationTarget).
+func DecidePodOnNode(pod *corev1.Pod, node, requester string, s Snapshot, o Options) Decision {
+	if !s.Synced() {
+		return notSynced()
+	}
+	claims, deny := fencedClaims(s, o, pod.Namespace, podClaims(pod))
+	if deny != nil {
+		return *deny
+	}
+	if len(claims) == 0 {
+		return Decision{Allowed: true, Reason: ReasonNoFencedClaims}
+	}
+	d := Decision{Allowed: true, Reason: ReasonFree}
+	for _, cs := range claims {
+		others := slices.DeleteFunc(slices.Clone(cs.Holders), func(n string) bool { return n == node })
+		if len(others) == 0 {
+			continue
+		}
+		if cs.MultiBlock && pod.Labels[LabelMigrationJobUID] != "" {
+			if why := verifyMigrationTarget(pod, requester, cs, others, s, o); why != "" {
+				return Decision{Reason: ReasonMigrationDenied, Claims: []string{cs.key()},
+					Message: fmt.Sprintf("pod %s/%s claims to be a KubeVirt migration target on node %s for PVC %s, but %s", pod.Namespace, pod.Name, node, cs.key(), why)}
+			}
+			d.Reason = ReasonMigrationTarget
+			d.Warnings = append(d.Warnings, fmt.Sprintf("PVC %s is shared with node %s for the live migration", cs.key(), others[0]))
+			continue
+		}
+		kind := "ReadWriteOnce"
+		if cs.MultiBlock {
+			kind = "ReadWriteMany block volume (a second node is allowed only for a KubeVirt live migration), "
+		}
+		return Decision{Reason: ReasonHeldElsewhere, Claims: []string{cs.key()},
+			Message: fmt.Sprintf("pod %s/%s cannot run on node %s: PVC %s (%s PV %s) is attached to node %s%s. "+
+				"Delete or move the pod using it, or, if node %s is gone for good, delete the Node or taint it node.kubernetes.io/out-of-service",
+				pod.Namespace, pod.Name, node, cs.key(), kind, cs.PV, strings.Join(others, ","), usersOf(s, cs, pod.Name), strings.Join(others, ","))}
+	}
+	return d
+}
+
+// verifyMigrationTarget returns "" when the pod is the target of a live
+// migration of the VMI that uses the claim, created by KubeVirt, and would
+// make at most two holders; otherwise why not.
+func verifyMigrationTarget(pod *corev1.Pod, requester string, cs claimState, others []string, s Snapshot, o Options) string {
+	users := o.KubeVirtUsers
+	if len(users) == 0 {
+		users = []string{DefaultKubeVirtUser}
+	}
+	if !slices.Contains(users, requester) {
+		return fmt.Sprintf("it was created by %q, not by KubeVirt", requester)
+	}
+	mig, ok := s.Migration(pod.Namespace, types.UID(pod.Labels[LabelMigrationJobUID]))
+	if !ok {
+		return "no VirtualMachineInstanceMigration with that UID exists"
+	}
+	if mig.IsFinal() {
+		return fmt.Sprintf("migration %s/%s has finished (%s)", mig.Namespace, mig.Name, mig.Status.Phase)
+	}
+	var vmi *kubevirtv1.VirtualMachineInstance
+	for _, v := range s.VMIsUsingClaim(cs.Namespace, cs.Name) {
+		if v.Name == mig.Spec.VMIName {
+			vmi = v
+		}
+	}
+	switch {
+	case vmi == nil:
+		return fmt.Sprintf("migration %s/%s moves VMI %s, which does not use the claim", mig.Namespace, mig.Name, mig.Spec.VMIName)
+	case string(vmi.UID) != pod.Labels[LabelCreatedBy]:
+		return fmt.Sprintf("the pod was not created for VMI %s of migration %s/%s", vmi.Name, mig.Namespace, mig.Name)
+	case len(others) > 1:
+		return fmt.Sprintf("the volume is already attached to nodes %s (at most two during a migration)", strings.Join(others, ","))
+	}
+	return ""
+}
+
+// DecidePodUnscheduled decides a pod without a node: refused when its
+// node selector or required node affinity excludes the node that holds one
+// of its ReadWriteOnce claims (it could never start), otherwise admitted
+// with a warning naming the holder.
+func DecidePodUnscheduled(pod *corev1.Pod, s Snapshot, o Options) Decision {
+	if !s.Synced() {
+		return notSynced()
+	}
+	claims, deny := fencedClaims(s, o, pod.Namespace, podClaims(pod))
+	if deny != nil {
+		return *deny
+	}
+	if len(claims) == 0 {
+		return Decision{Allowed: true, Reason: ReasonNoFencedClaims}
+	}
+	d := Decision{Allowed: true, Reason: ReasonFree}
+	affinity := nodeaffinity.GetRequiredNodeAffinity(pod)
+	for _, cs := range claims {
+		if len(cs.Holders) == 0 || cs.MultiBlock {
+			continue
+		}
+		holder := cs.Holders[0]
+		n, _ := s.Node(holder)
+		if ok, err := affinity.Match(n); err != nil || !ok {
+			return Decision{Reason: ReasonHolderExcluded, Claims: []string{cs.key()},
+				Message: fmt.Sprintf("pod %s/%s can never start: PVC %s (ReadWriteOnce PV %s) is attached to node %s%s, and the pod's node selector or required node affinity excludes that node. "+
+					"Let the pod run on node %s, or release the volume there first", pod.Namespace, pod.Name, cs.key(), cs.PV, holder, usersOf(s, cs, pod.Name), holder)}
+		}
+		d.Reason = ReasonHeldMayWait
+		d.Warnings = append(d.Warnings, fmt.Sprintf("PVC %s is attached to node %s%s; this pod can only start there until it is released", cs.key(), holder, usersOf(s, cs, pod.Name)))
+	}
+	return d
+}
+
+// vmiClaims lists the claims a VMI mounts (PVCs and DataVolumes).
+func vmiClaims(vmi *kubevirtv1.VirtualMachineInstance) []string {
+	var out []string
+	for _, v := range vmi.Spec.Volumes {
+		switch {
+		case v.PersistentVolumeClaim != nil:
+			out = append(out, v.PersistentVolumeClaim.ClaimName)
+		case v.DataVolume != nil:
+			out = append(out, v.DataVolume.Name)
+		}
+	}
+	return out
+}
+
+// DecideVMI refuses a new VMI whose claim of this driver is in use by
+// another VMI that has not finished, or (ReadWriteOnce) held by a node.
+func DecideVMI(vmi *kubevirtv1.VirtualMachineInstance, s Snapshot, o Options) Decision {
+	if !s.Synced() {
+		return notSynced()
+	}
+	claims, deny := fencedClaims(s, o, vmi.Namespace, vmiClaims(vmi))
+	if deny != nil {
+		return *deny
+	}
+	if len(claims) == 0 {
+		return Decision{Allowed: true, Reason: ReasonNoFencedClaims}
+	}
+	for _, cs := range claims {
+		for _, other := range s.VMIsUsingClaim(cs.Namespace, cs.Name) {
+			if other.Name == vmi.Name || other.IsFinal() {
+				continue
+			}
+			where := ""
+			if other.Status.NodeName != "" {
+				where = " on node " + other.Status.NodeName
+			}
+			return Decision{Reason: ReasonVMIInUse, Claims: []string{cs.key()},
+				Message: fmt.Sprintf("VMI %s/%s cannot start: PVC %s is in use by VMI %s/%s (%s%s). Stop that VMI first, or use another PVC",
+					vmi.Namespace, vmi.Name, cs.key(), other.Namespace, other.Name, other.Status.Phase, where)}
+		}
+		if !cs.MultiBlock && len(cs.Holders) > 0 {
+			return Decision{Reason: ReasonHeldElsewhere, Claims: []string{cs.key()},
+				Message: fmt.Sprintf("VMI %s/%s cannot start: PVC %s (ReadWriteOnce PV %s) is attached to node %s%s. Release it there first",
+					vmi.Namespace, vmi.Name, cs.key(), cs.PV, strings.Join(cs.Holders, ","), usersOf(s, cs, ""))}
+		}
+	}
+	return Decision{Allowed: true, Reason: ReasonFree}
+}
