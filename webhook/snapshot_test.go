@@ -34,9 +34,12 @@ func (w *world) Claim(ns, name string) (*corev1.PersistentVolumeClaim, bool) {
 	c, ok := w.claims[ns+"/"+name]
 	return c, ok
 }
-func (w *world) Volume(name string) (*corev1.PersistentVolume, bool) { pv, ok := w.pvs[name]; return pv, ok }
-func (w *world) Attached(pv string) []string                        { return w.attached[pv] }
-func (w *world) Node(name string) (*corev1.Node, bool)              { n, ok := w.nodes[name]; return n, ok }
+func (w *world) Volume(name string) (*corev1.PersistentVolume, bool) {
+	pv, ok := w.pvs[name]
+	return pv, ok
+}
+func (w *world) Attached(pv string) []string           { return w.attached[pv] }
+func (w *world) Node(name string) (*corev1.Node, bool) { n, ok := w.nodes[name]; return n, ok }
 func (w *world) PodsUsingClaim(ns, claim string) []*corev1.Pod {
 	var out []*corev1.Pod
 	for _, p := range w.pods {
