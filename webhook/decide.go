@@ -90,11 +90,25 @@ func usersOf(s Snapshot, cs claimState, exclude string) string {
 	return ", used by pod " + strings.Join(names, ", ")
 }
 
-// DecidePodOnNode decides a pod that is (or is being bound) on node: every
-// ReadWriteOnce claim of this driver must be free or held by node itself.
-// A KubeVirt migration target pod may be the second holder of an RWX block
-// claim, only when the migration is verified (see verifyMigrationTarget).
+// DecidePodOnNode decides a pod created directly on node (spec.nodeName)
+// by requester: every ReadWriteOnce claim of this driver must be free or
+// held by node itself. A KubeVirt migration target pod may be the second
+// holder of an RWX block claim, only when the migration is verified (see
+// verifyMigrationTarget), including that KubeVirt created it.
 func DecidePodOnNode(pod *corev1.Pod, node, requester string, s Snapshot, o Options) Decision {
+	return decideOnNode(pod, node, requester, true, s, o)
+}
+
+// DecideBinding decides the scheduler binding pod to node: the same rule as
+// DecidePodOnNode, except that the binder is the scheduler, so who created
+// a migration target pod was checked at its CREATE (DecidePodUnscheduled),
+// and here the migration object, the VMI and the node count are checked
+// again against the current state.
+func DecideBinding(pod *corev1.Pod, node string, s Snapshot, o Options) Decision {
+	return decideOnNode(pod, node, "", false, s, o)
+}
+
+func decideOnNode(pod *corev1.Pod, node, requester string, checkCreator bool, s Snapshot, o Options) Decision {
 	if !s.Synced() {
 		return notSynced()
 	}
@@ -112,7 +126,7 @@ func DecidePodOnNode(pod *corev1.Pod, node, requester string, s Snapshot, o Opti
 			continue
 		}
 		if cs.MultiBlock && pod.Labels[LabelMigrationJobUID] != "" {
-			if why := verifyMigrationTarget(pod, requester, cs, others, s, o); why != "" {
+			if why := verifyMigrationTarget(pod, requester, checkCreator, cs, others, s, o); why != "" {
 				return Decision{Reason: ReasonMigrationDenied, Claims: []string{cs.key()},
 					Message: fmt.Sprintf("pod %s/%s claims to be a KubeVirt migration target on node %s for PVC %s, but %s", pod.Namespace, pod.Name, node, cs.key(), why)}
 			}
@@ -135,12 +149,12 @@ func DecidePodOnNode(pod *corev1.Pod, node, requester string, s Snapshot, o Opti
 // verifyMigrationTarget returns "" when the pod is the target of a live
 // migration of the VMI that uses the claim, created by KubeVirt, and would
 // make at most two holders; otherwise why not.
-func verifyMigrationTarget(pod *corev1.Pod, requester string, cs claimState, others []string, s Snapshot, o Options) string {
+func verifyMigrationTarget(pod *corev1.Pod, requester string, checkCreator bool, cs claimState, others []string, s Snapshot, o Options) string {
 	users := o.KubeVirtUsers
 	if len(users) == 0 {
 		users = []string{DefaultKubeVirtUser}
 	}
-	if !slices.Contains(users, requester) {
+	if checkCreator && !slices.Contains(users, requester) {
 		return fmt.Sprintf("it was created by %q, not by KubeVirt", requester)
 	}
 	mig, ok := s.Migration(pod.Namespace, types.UID(pod.Labels[LabelMigrationJobUID]))
@@ -167,11 +181,14 @@ func verifyMigrationTarget(pod *corev1.Pod, requester string, cs claimState, oth
 	return ""
 }
 
-// DecidePodUnscheduled decides a pod without a node: refused when its
-// node selector or required node affinity excludes the node that holds one
-// of its ReadWriteOnce claims (it could never start), otherwise admitted
-// with a warning naming the holder.
-func DecidePodUnscheduled(pod *corev1.Pod, s Snapshot, o Options) Decision {
+// DecidePodUnscheduled decides a pod without a node, created by requester:
+// refused when its node selector or required node affinity excludes the
+// node that holds one of its ReadWriteOnce claims (it could never start),
+// otherwise admitted with a warning naming the holder. A pod labelled as a
+// KubeVirt migration target whose RWX block claim is already held must be
+// a verified target (created by KubeVirt for a live migration of the VMI
+// using the claim); its binding is checked again by DecideBinding.
+func DecidePodUnscheduled(pod *corev1.Pod, requester string, s Snapshot, o Options) Decision {
 	if !s.Synced() {
 		return notSynced()
 	}
@@ -185,7 +202,18 @@ func DecidePodUnscheduled(pod *corev1.Pod, s Snapshot, o Options) Decision {
 	d := Decision{Allowed: true, Reason: ReasonFree}
 	affinity := nodeaffinity.GetRequiredNodeAffinity(pod)
 	for _, cs := range claims {
-		if len(cs.Holders) == 0 || cs.MultiBlock {
+		if len(cs.Holders) == 0 {
+			continue
+		}
+		if cs.MultiBlock {
+			if pod.Labels[LabelMigrationJobUID] == "" {
+				continue // the binding decides: the pod must go to the holder
+			}
+			if why := verifyMigrationTarget(pod, requester, true, cs, cs.Holders, s, o); why != "" {
+				return Decision{Reason: ReasonMigrationDenied, Claims: []string{cs.key()},
+					Message: fmt.Sprintf("pod %s/%s claims to be a KubeVirt migration target for PVC %s, but %s", pod.Namespace, pod.Name, cs.key(), why)}
+			}
+			d.Reason = ReasonMigrationTarget
 			continue
 		}
 		holder := cs.Holders[0]

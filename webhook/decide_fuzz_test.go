@@ -18,7 +18,7 @@ func FuzzDecide(f *testing.F) {
 		w := newWorld().node("a", nil).node("b", nil).volume("data", false, false, "a").volume("disk", true, true, "a")
 		var p corev1.Pod
 		if json.Unmarshal(raw, &p) == nil {
-			for _, d := range []Decision{DecidePodOnNode(&p, node, DefaultKubeVirtUser, w, opts), DecidePodUnscheduled(&p, w, opts)} {
+			for _, d := range []Decision{DecidePodOnNode(&p, node, DefaultKubeVirtUser, w, opts), DecidePodUnscheduled(&p, DefaultKubeVirtUser, w, opts), DecideBinding(&p, node, w, opts)} {
 				if !d.Allowed && d.Message == "" {
 					t.Fatalf("denial without a message: %+v", d)
 				}

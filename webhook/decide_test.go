@@ -83,14 +83,14 @@ func TestDecidePodOnNode(t *testing.T) {
 func TestDecidePodUnscheduled(t *testing.T) {
 	w := newWorld().node("a", map[string]string{"zone": "x"}).node("b", map[string]string{"zone": "y"}).volume("data", false, false, "a")
 	free := pod("p", "", "data")
-	check(t, DecidePodUnscheduled(free, w, opts), true, ReasonHeldMayWait, "attached to node a")
+	check(t, DecidePodUnscheduled(free, "user", w, opts), true, ReasonHeldMayWait, "attached to node a")
 	pinned := pod("p", "", "data")
 	pinned.Spec.NodeSelector = map[string]string{"zone": "y"}
-	check(t, DecidePodUnscheduled(pinned, w, opts), false, ReasonHolderExcluded, "can never start", "excludes that node", "node a")
+	check(t, DecidePodUnscheduled(pinned, "user", w, opts), false, ReasonHolderExcluded, "can never start", "excludes that node", "node a")
 	affine := pod("p", "", "data")
 	affine.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
 		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "zone", Operator: corev1.NodeSelectorOpIn, Values: []string{"x"}}}}}}}}
-	check(t, DecidePodUnscheduled(affine, w, opts), true, ReasonHeldMayWait)
+	check(t, DecidePodUnscheduled(affine, "user", w, opts), true, ReasonHeldMayWait)
 }
 
 func TestDecideMigrationTarget(t *testing.T) {
@@ -127,6 +127,21 @@ func TestDecideMigrationTarget(t *testing.T) {
 	// RWO volume: migration labels do not help.
 	rwo := newWorld().node("a", nil).node("b", nil).volume("disk", false, false, "a")
 	check(t, DecidePodOnNode(target(), "b", DefaultKubeVirtUser, rwo, opts), false, ReasonHeldElsewhere)
+
+	// The usual path: KubeVirt creates the target pod unscheduled, the
+	// scheduler binds it. The creator is checked at CREATE, the migration
+	// again at the binding.
+	unscheduled := func() *corev1.Pod { p := target(); p.Spec.NodeName = ""; return p }
+	check(t, DecidePodUnscheduled(unscheduled(), DefaultKubeVirtUser, setup(), opts), true, ReasonMigrationTarget)
+	check(t, DecidePodUnscheduled(unscheduled(), "system:serviceaccount:ns:mallory", setup(), opts), false, ReasonMigrationDenied, "not by KubeVirt")
+	check(t, DecideBinding(unscheduled(), "b", setup(), opts), true, ReasonMigrationTarget)
+	check(t, DecideBinding(unscheduled(), "b", done, opts), false, ReasonMigrationDenied, "has finished")
+	check(t, DecideBinding(unscheduled(), "c", third, opts), false, ReasonMigrationDenied, "at most two")
+	// A plain pod on an RWX block claim may be created unscheduled; only
+	// its binding elsewhere is refused.
+	check(t, DecidePodUnscheduled(pod("p", "", "disk"), "user", setup(), opts), true, ReasonFree)
+	check(t, DecideBinding(pod("p", "", "disk"), "b", setup(), opts), false, ReasonHeldElsewhere)
+	check(t, DecideBinding(pod("p", "", "disk"), "a", setup(), opts), true, ReasonFree)
 }
 
 func TestDecideVMI(t *testing.T) {
