@@ -32,10 +32,12 @@ $(BIN)/etcd:
 	hack/build-control-plane.sh $(BIN) etcd
 
 .PHONY: test
-test: control-plane build ## Unit, simulator-over-SSH, csi-sanity and envtest suites (race detector), then a short fuzz of the parser.
+test: control-plane build ## Unit, simulator-over-SSH, csi-sanity and envtest suites (race detector), then short fuzzing of the parsers and the admission webhook.
 	$(GO) test $(GOFLAGS) -race -timeout 20m ./...
 	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzParseDetail$$' -fuzztime $(FUZZTIME) ./rds
 	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime 5s ./rds
+	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzAdmissionReview$$' -fuzztime 10s ./webhook
+	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime 5s ./webhook
 
 .PHONY: bench
 bench: control-plane ## Benchmarks behind docs/PERFORMANCE.md. CREATE_BENCH_ARGS='-bench-sessions=4 -bench-latency=200ms -bench-requests=100'
@@ -43,6 +45,8 @@ bench: control-plane ## Benchmarks behind docs/PERFORMANCE.md. CREATE_BENCH_ARGS
 	$(GO) test $(GOFLAGS) -run '^$$' -bench . -benchtime $(BENCHTIME) ./csi -args $(CREATE_BENCH_ARGS)
 	$(GO) test $(GOFLAGS) -run '^$$' -bench ControllerPublish -benchtime 300x ./test/fencing
 	$(GO) test $(GOFLAGS) -run '^$$' -bench Rebuild10000 -benchtime 1x -timeout 20m ./test/fencing
+	$(GO) test $(GOFLAGS) -run '^$$' -bench Decision10k -benchtime 5000x -timeout 20m ./test/admission
+	$(GO) test $(GOFLAGS) -run '^$$' -bench PodCreationOverhead -benchtime 1x ./test/admission
 
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

@@ -17,6 +17,7 @@ func usage() {
 
 commands:
   controller   CSI controller service (volume lifecycle on the RDS over SSH)
+  webhook      admission webhook that refuses pods, bindings and VMIs which would attach an RWO volume to a second node
   rds-sim      RouterOS-compatible RDS simulator (SSH server, sparse files)
   node         CSI node plugin (not yet: see the node issue)
   version      print the version
@@ -36,6 +37,8 @@ func main() {
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "controller":
 		err = app.RunController(ctx, args, version)
+	case "webhook":
+		err = app.RunWebhook(ctx, args)
 	case "rds-sim":
 		err = app.RunSimulator(ctx, args)
 	case "node", "dev":
