@@ -110,3 +110,40 @@ func TestSimulatorAndControllerWiringConnect(t *testing.T) {
 		t.Fatalf("unauthorized key = %v, want an authentication failure", err)
 	}
 }
+
+func TestWebhookFlags(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		wantErr []string
+	}{
+		{"defaults", nil, nil},
+		{"warn mode, cert-manager", []string{"--mode=warn", "--cert-mode=cert-manager", "--cert-ip=127.0.0.1"}, nil},
+		{"bad values", []string{"--mode=audit", "--cert-mode=vault", "--kubevirt=maybe", "--cert-ip=localhost", "--port=0"},
+			[]string{`unknown webhook mode "audit"`, `--cert-mode must be self-signed or cert-manager, got "vault"`,
+				`--kubevirt must be auto, true or false, got "maybe"`, `--cert-ip "localhost" is not an IP address`, "--port 0 out of range"}},
+		{"empty names", []string{"--secret="}, []string{"must not be empty"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			o, _, err := ParseWebhookFlags(c.args)
+			if len(c.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if o.Namespace != "rds-fence" || o.SecretName != "rds-fence-webhook-tls" || o.Port != 9443 || !o.LeaderElect {
+					t.Fatalf("defaults not applied: %+v", o)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range c.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
