@@ -2,9 +2,12 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
@@ -68,7 +71,10 @@ type CachedState struct {
 	Live client.Reader
 	// KubeVirt: VMI and migration informers run (KubeVirt's CRDs exist).
 	KubeVirt bool
-	synced   atomic.Bool
+	// PodWait: how long a binding waits for the cache to show its pod
+	// before asking Live (DefaultPodWait in production; 0 asks at once).
+	PodWait time.Duration
+	synced  atomic.Bool
 }
 
 // WaitForSync starts every informer the decisions read and marks the state
@@ -144,18 +150,22 @@ func (v *View) list(list client.ObjectList, opts ...client.ListOption) bool {
 	return true
 }
 
+// Synced reports whether the caches have synced.
 func (v *View) Synced() bool { return v.c.Synced() }
 
+// Claim reads a PVC from the cache.
 func (v *View) Claim(namespace, name string) (*corev1.PersistentVolumeClaim, bool) {
 	var pvc corev1.PersistentVolumeClaim
 	return &pvc, v.get(client.ObjectKey{Namespace: namespace, Name: name}, &pvc)
 }
 
+// Volume reads a PV from the cache.
 func (v *View) Volume(name string) (*corev1.PersistentVolume, bool) {
 	var pv corev1.PersistentVolume
 	return &pv, v.get(client.ObjectKey{Name: name}, &pv)
 }
 
+// Node reads a Node from the cache.
 func (v *View) Node(name string) (*corev1.Node, bool) {
 	var n corev1.Node
 	return &n, v.get(client.ObjectKey{Name: name}, &n)
@@ -181,6 +191,7 @@ func (v *View) Attached(pvName string) []string {
 	return out
 }
 
+// PodsUsingClaim lists the namespace's pods that mount the claim.
 func (v *View) PodsUsingClaim(namespace, claim string) []*corev1.Pod {
 	var list corev1.PodList
 	if !v.list(&list, client.InNamespace(namespace), client.MatchingFields{IndexPodByClaim: claim}) {
@@ -193,6 +204,8 @@ func (v *View) PodsUsingClaim(namespace, claim string) []*corev1.Pod {
 	return out
 }
 
+// VMIsUsingClaim lists the namespace's VMIs that mount the claim (none
+// without KubeVirt: no VMI can exist then).
 func (v *View) VMIsUsingClaim(namespace, claim string) []*kubevirtv1.VirtualMachineInstance {
 	if !v.c.KubeVirt {
 		return nil
@@ -208,28 +221,67 @@ func (v *View) VMIsUsingClaim(namespace, claim string) []*kubevirtv1.VirtualMach
 	return out
 }
 
+// Migration looks the migration up by UID in the cache, then (a migration
+// created a moment ago) once in the API server.
 func (v *View) Migration(namespace string, uid types.UID) (*kubevirtv1.VirtualMachineInstanceMigration, bool) {
 	if !v.c.KubeVirt {
+		v.fail(errNoKubeVirt)
 		return nil, false
 	}
 	var list kubevirtv1.VirtualMachineInstanceMigrationList
-	if !v.list(&list, client.InNamespace(namespace), client.MatchingFields{IndexMigrationID: string(uid)}) || len(list.Items) == 0 {
+	if !v.list(&list, client.InNamespace(namespace), client.MatchingFields{IndexMigrationID: string(uid)}) {
+		return nil, false
+	}
+	if len(list.Items) == 0 && v.c.Live != nil {
+		if err := v.c.Live.List(v.ctx, &list, client.InNamespace(namespace)); err != nil {
+			v.fail(fmt.Errorf("listing migrations in %s: %w", namespace, err))
+			return nil, false
+		}
+		list.Items = slices.DeleteFunc(list.Items, func(m kubevirtv1.VirtualMachineInstanceMigration) bool { return m.UID != uid })
+	}
+	if len(list.Items) == 0 {
 		return nil, false
 	}
 	return &list.Items[0], true
 }
 
-// Pod returns the pod being bound: from the cache, else (created a moment
-// ago) from the API server. An error means it cannot be checked.
-func (v *View) Pod(namespace, name string) (*corev1.Pod, error) {
-	var p corev1.Pod
+var errNoKubeVirt = errors.New("this webhook does not watch KubeVirt VMIs and migrations (it started before KubeVirt was installed, or runs with --kubevirt=false): restart the webhook pods")
+
+// Pod returns the pod being bound, whose UID must be uid when set (the
+// scheduler sets it: a pod deleted and recreated under the same name must
+// not be judged by its predecessor). The cache is given a moment to catch
+// up with a pod created a moment ago, then the API server is asked. An
+// error means it cannot be checked.
+func (v *View) Pod(namespace, name string, uid types.UID) (*corev1.Pod, error) {
 	key := client.ObjectKey{Namespace: namespace, Name: name}
-	err := v.c.Reader.Get(v.ctx, key, &p)
-	if apierrors.IsNotFound(err) && v.c.Live != nil {
-		err = v.c.Live.Get(v.ctx, key, &p)
+	match := func(p *corev1.Pod) bool { return uid == "" || p.UID == uid }
+	var p corev1.Pod
+	deadline := time.Now().Add(v.c.PodWait)
+	for {
+		err := v.c.Reader.Get(v.ctx, key, &p)
+		switch {
+		case err == nil && match(&p):
+			return &p, nil
+		case err != nil && !apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("reading pod %s from the cache: %w", key, err)
+		}
+		if time.Now().After(deadline) || v.c.Live == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	if err != nil {
+	if v.c.Live == nil {
+		return nil, fmt.Errorf("pod %s (uid %s) is not in the cache", key, uid)
+	}
+	if err := v.c.Live.Get(v.ctx, key, &p); err != nil {
 		return nil, fmt.Errorf("reading pod %s: %w", key, err)
+	}
+	if !match(&p) {
+		return nil, fmt.Errorf("pod %s has uid %s, but the binding is for uid %s", key, p.UID, uid)
 	}
 	return &p, nil
 }
+
+// DefaultPodWait is how long a binding waits for the cache to show its pod
+// before asking the API server.
+const DefaultPodWait = 100 * time.Millisecond

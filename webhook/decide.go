@@ -128,20 +128,25 @@ func decideOnNode(pod *corev1.Pod, node, requester string, checkCreator bool, s 
 		if cs.MultiBlock && pod.Labels[LabelMigrationJobUID] != "" {
 			if why := verifyMigrationTarget(pod, requester, checkCreator, cs, others, s, o); why != "" {
 				return Decision{Reason: ReasonMigrationDenied, Claims: []string{cs.key()},
-					Message: fmt.Sprintf("pod %s/%s claims to be a KubeVirt migration target on node %s for PVC %s, but %s", pod.Namespace, pod.Name, node, cs.key(), why)}
+					Message: fmt.Sprintf("pod %s/%s claims to be a KubeVirt migration target on node %s for PVC %s, but %s. %s", pod.Namespace, pod.Name, node, cs.key(), why, migrationRemedy)}
 			}
 			d.Reason = ReasonMigrationTarget
 			d.Warnings = append(d.Warnings, fmt.Sprintf("PVC %s is shared with node %s for the live migration", cs.key(), others[0]))
 			continue
 		}
-		kind := "ReadWriteOnce"
+		kind := "ReadWriteOnce PV"
 		if cs.MultiBlock {
-			kind = "ReadWriteMany block volume (a second node is allowed only for a KubeVirt live migration), "
+			kind = "ReadWriteMany block PV, shared by a second node only for a KubeVirt live migration:"
+		}
+		users := usersOf(s, cs, pod.Name)
+		what := "Delete or move the pod using it"
+		if users == "" {
+			what = "No pod uses it there any more: it is being detached, and the pod can start once it is"
 		}
 		return Decision{Reason: ReasonHeldElsewhere, Claims: []string{cs.key()},
-			Message: fmt.Sprintf("pod %s/%s cannot run on node %s: PVC %s (%s PV %s) is attached to node %s%s. "+
-				"Delete or move the pod using it, or, if node %s is gone for good, delete the Node or taint it node.kubernetes.io/out-of-service",
-				pod.Namespace, pod.Name, node, cs.key(), kind, cs.PV, strings.Join(others, ","), usersOf(s, cs, pod.Name), strings.Join(others, ","))}
+			Message: fmt.Sprintf("pod %s/%s cannot run on node %s: PVC %s (%s %s) is attached to node %s%s. "+
+				"%s; if node %s is gone for good, delete the Node or taint it node.kubernetes.io/out-of-service",
+				pod.Namespace, pod.Name, node, cs.key(), kind, cs.PV, strings.Join(others, ","), users, what, strings.Join(others, ","))}
 	}
 	return d
 }
@@ -150,12 +155,10 @@ func decideOnNode(pod *corev1.Pod, node, requester string, checkCreator bool, s 
 // migration of the VMI that uses the claim, created by KubeVirt, and would
 // make at most two holders; otherwise why not.
 func verifyMigrationTarget(pod *corev1.Pod, requester string, checkCreator bool, cs claimState, others []string, s Snapshot, o Options) string {
-	users := o.KubeVirtUsers
-	if len(users) == 0 {
-		users = []string{DefaultKubeVirtUser}
-	}
-	if checkCreator && !slices.Contains(users, requester) {
-		return fmt.Sprintf("it was created by %q, not by KubeVirt", requester)
+	if checkCreator {
+		if why := creatorCheck(requester, o); why != "" {
+			return why
+		}
 	}
 	mig, ok := s.Migration(pod.Namespace, types.UID(pod.Labels[LabelMigrationJobUID]))
 	if !ok {
@@ -181,6 +184,46 @@ func verifyMigrationTarget(pod *corev1.Pod, requester string, checkCreator bool,
 	return ""
 }
 
+// migrationRemedy ends every refused migration target.
+const migrationRemedy = "Only KubeVirt may create a migration target pod, for a running VirtualMachineInstanceMigration of the VMI using the PVC; start the migration with a VirtualMachineInstanceMigration (virtctl migrate) instead"
+
+// creatorCheck returns "" when requester may set KubeVirt's migration
+// labels, else why not.
+func creatorCheck(requester string, o Options) string {
+	users := o.KubeVirtUsers
+	if len(users) == 0 {
+		users = []string{DefaultKubeVirtUser}
+	}
+	if !slices.Contains(users, requester) {
+		return fmt.Sprintf("it was created by %q, not by KubeVirt (%s)", requester, strings.Join(users, ", "))
+	}
+	return ""
+}
+
+// DecideMigrationLabels decides an UPDATE that sets or changes a pod's
+// KubeVirt migration labels: only KubeVirt may do that to a pod using a
+// fenced RWX block claim (a binding trusts that the labels are KubeVirt's).
+func DecideMigrationLabels(pod *corev1.Pod, requester string, s Snapshot, o Options) Decision {
+	if !s.Synced() {
+		return notSynced()
+	}
+	claims, deny := fencedClaims(s, o, pod.Namespace, podClaims(pod))
+	if deny != nil {
+		return *deny
+	}
+	for _, cs := range claims {
+		if !cs.MultiBlock {
+			continue
+		}
+		if why := creatorCheck(requester, o); why != "" {
+			return Decision{Reason: ReasonMigrationDenied, Claims: []string{cs.key()},
+				Message: fmt.Sprintf("pod %s/%s: the labels %s and %s may only be set by KubeVirt on a pod using PVC %s, but this update was made by %q. %s",
+					pod.Namespace, pod.Name, LabelMigrationJobUID, LabelCreatedBy, cs.key(), requester, migrationRemedy)}
+		}
+	}
+	return Decision{Allowed: true, Reason: ReasonNoFencedClaims}
+}
+
 // DecidePodUnscheduled decides a pod without a node, created by requester:
 // refused when its node selector or required node affinity excludes the
 // node that holds one of its ReadWriteOnce claims (it could never start),
@@ -202,19 +245,22 @@ func DecidePodUnscheduled(pod *corev1.Pod, requester string, s Snapshot, o Optio
 	d := Decision{Allowed: true, Reason: ReasonFree}
 	affinity := nodeaffinity.GetRequiredNodeAffinity(pod)
 	for _, cs := range claims {
-		if len(cs.Holders) == 0 {
-			continue
-		}
-		if cs.MultiBlock {
-			if pod.Labels[LabelMigrationJobUID] == "" {
-				continue // the binding decides: the pod must go to the holder
+		if cs.MultiBlock && pod.Labels[LabelMigrationJobUID] != "" {
+			// Whoever sets the migration labels must be KubeVirt, holders or
+			// not: the binding trusts the creator check made here.
+			why := creatorCheck(requester, o)
+			if why == "" && len(cs.Holders) > 0 {
+				why = verifyMigrationTarget(pod, requester, true, cs, cs.Holders, s, o)
 			}
-			if why := verifyMigrationTarget(pod, requester, true, cs, cs.Holders, s, o); why != "" {
+			if why != "" {
 				return Decision{Reason: ReasonMigrationDenied, Claims: []string{cs.key()},
-					Message: fmt.Sprintf("pod %s/%s claims to be a KubeVirt migration target for PVC %s, but %s", pod.Namespace, pod.Name, cs.key(), why)}
+					Message: fmt.Sprintf("pod %s/%s claims to be a KubeVirt migration target for PVC %s, but %s. %s", pod.Namespace, pod.Name, cs.key(), why, migrationRemedy)}
 			}
 			d.Reason = ReasonMigrationTarget
 			continue
+		}
+		if len(cs.Holders) == 0 || cs.MultiBlock {
+			continue // a plain RWX block consumer: its binding decides
 		}
 		holder := cs.Holders[0]
 		n, _ := s.Node(holder)
@@ -229,7 +275,8 @@ func DecidePodUnscheduled(pod *corev1.Pod, requester string, s Snapshot, o Optio
 	return d
 }
 
-// vmiClaims lists the claims a VMI mounts (PVCs and DataVolumes).
+// vmiClaims lists the claims a VMI mounts: PVCs, DataVolumes (their claim
+// has the DataVolume's name), ephemeral PVCs and memory dumps.
 func vmiClaims(vmi *kubevirtv1.VirtualMachineInstance) []string {
 	var out []string
 	for _, v := range vmi.Spec.Volumes {
@@ -238,13 +285,22 @@ func vmiClaims(vmi *kubevirtv1.VirtualMachineInstance) []string {
 			out = append(out, v.PersistentVolumeClaim.ClaimName)
 		case v.DataVolume != nil:
 			out = append(out, v.DataVolume.Name)
+		case v.Ephemeral != nil && v.Ephemeral.PersistentVolumeClaim != nil:
+			out = append(out, v.Ephemeral.PersistentVolumeClaim.ClaimName)
+		case v.MemoryDump != nil:
+			out = append(out, v.MemoryDump.ClaimName)
 		}
 	}
 	return out
 }
 
 // DecideVMI refuses a new VMI whose claim of this driver is in use by
-// another VMI that has not finished, or (ReadWriteOnce) held by a node.
+// another VMI that has not finished. A ReadWriteOnce claim held by a node
+// is treated like an unscheduled pod's: refused when the VMI's node
+// selector or required affinity excludes the holder (it could never
+// start), else admitted with a warning: a restarted VM whose old
+// attachment is still being released must not be refused (its
+// virt-launcher pod's binding is checked on its own).
 func DecideVMI(vmi *kubevirtv1.VirtualMachineInstance, s Snapshot, o Options) Decision {
 	if !s.Synced() {
 		return notSynced()
@@ -256,6 +312,9 @@ func DecideVMI(vmi *kubevirtv1.VirtualMachineInstance, s Snapshot, o Options) De
 	if len(claims) == 0 {
 		return Decision{Allowed: true, Reason: ReasonNoFencedClaims}
 	}
+	d := Decision{Allowed: true, Reason: ReasonFree}
+	// The VMI's placement constraints are its launcher pod's.
+	affinity := nodeaffinity.GetRequiredNodeAffinity(&corev1.Pod{Spec: corev1.PodSpec{NodeSelector: vmi.Spec.NodeSelector, Affinity: vmi.Spec.Affinity}})
 	for _, cs := range claims {
 		for _, other := range s.VMIsUsingClaim(cs.Namespace, cs.Name) {
 			if other.Name == vmi.Name || other.IsFinal() {
@@ -269,11 +328,18 @@ func DecideVMI(vmi *kubevirtv1.VirtualMachineInstance, s Snapshot, o Options) De
 				Message: fmt.Sprintf("VMI %s/%s cannot start: PVC %s is in use by VMI %s/%s (%s%s). Stop that VMI first, or use another PVC",
 					vmi.Namespace, vmi.Name, cs.key(), other.Namespace, other.Name, other.Status.Phase, where)}
 		}
-		if !cs.MultiBlock && len(cs.Holders) > 0 {
-			return Decision{Reason: ReasonHeldElsewhere, Claims: []string{cs.key()},
-				Message: fmt.Sprintf("VMI %s/%s cannot start: PVC %s (ReadWriteOnce PV %s) is attached to node %s%s. Release it there first",
-					vmi.Namespace, vmi.Name, cs.key(), cs.PV, strings.Join(cs.Holders, ","), usersOf(s, cs, ""))}
+		if cs.MultiBlock || len(cs.Holders) == 0 {
+			continue
 		}
+		holder := cs.Holders[0]
+		n, _ := s.Node(holder)
+		if ok, err := affinity.Match(n); err != nil || !ok {
+			return Decision{Reason: ReasonHolderExcluded, Claims: []string{cs.key()},
+				Message: fmt.Sprintf("VMI %s/%s can never start: PVC %s (ReadWriteOnce PV %s) is attached to node %s%s, and the VMI's node selector or required node affinity excludes that node. "+
+					"Stop what uses the PVC on node %s, or let the VMI run there", vmi.Namespace, vmi.Name, cs.key(), cs.PV, holder, usersOf(s, cs, ""), holder)}
+		}
+		d.Reason = ReasonHeldMayWait
+		d.Warnings = append(d.Warnings, fmt.Sprintf("PVC %s is attached to node %s%s; this VMI can only start there until it is released", cs.key(), holder, usersOf(s, cs, "")))
 	}
-	return Decision{Allowed: true, Reason: ReasonFree}
+	return d
 }

@@ -151,7 +151,37 @@ func TestDecideVMI(t *testing.T) {
 	check(t, DecideVMI(vmi("vm2", "u2", "", "disk"), w, opts), false, ReasonVMIInUse, "in use by VMI ns/vm1", "Running on node a")
 	w.vmis[0].Status.Phase = kubevirtv1.Succeeded
 	check(t, DecideVMI(vmi("vm2", "u2", "", "disk"), w, opts), true, ReasonFree)
-	held := newWorld().node("a", nil).volume("disk", false, false, "a")
-	check(t, DecideVMI(vmi("vm2", "u2", "", "disk"), held, opts), false, ReasonHeldElsewhere, "attached to node a")
+	// Held by a node (a restarted VM whose old attachment is being
+	// released): admitted with a warning, unless the VMI can never run there.
+	held := newWorld().node("a", map[string]string{"zone": "z1"}).volume("disk", false, false, "a")
+	check(t, DecideVMI(vmi("vm2", "u2", "", "disk"), held, opts), true, ReasonHeldMayWait, "attached to node a")
+	pinned := vmi("vm2", "u2", "", "disk")
+	pinned.Spec.NodeSelector = map[string]string{"zone": "z2"}
+	check(t, DecideVMI(pinned, held, opts), false, ReasonHolderExcluded, "can never start", "attached to node a")
 	check(t, DecideVMI(vmi("vm3", "u3", ""), held, opts), true, ReasonNoFencedClaims)
+	// Every kind of claim a VMI can mount is checked.
+	for name, src := range map[string]kubevirtv1.VolumeSource{
+		"dataVolume": {DataVolume: &kubevirtv1.DataVolumeSource{Name: "disk"}},
+		"ephemeral":  {Ephemeral: &kubevirtv1.EphemeralVolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "disk"}}},
+		"memoryDump": {MemoryDump: &kubevirtv1.MemoryDumpVolumeSource{PersistentVolumeClaimVolumeSource: kubevirtv1.PersistentVolumeClaimVolumeSource{PersistentVolumeClaimVolumeSource: corev1.PersistentVolumeClaimVolumeSource{ClaimName: "disk"}}}},
+	} {
+		v := vmi("vm4", "u4", "")
+		v.Spec.NodeSelector = map[string]string{"zone": "z2"}
+		v.Spec.Volumes = []kubevirtv1.Volume{{Name: "v", VolumeSource: src}}
+		if d := DecideVMI(v, held, opts); d.Allowed || d.Reason != ReasonHolderExcluded {
+			t.Errorf("%s volume: %+v", name, d)
+		}
+	}
+}
+
+func TestDecideMigrationLabels(t *testing.T) {
+	w := newWorld().node("a", nil).volume("disk", true, true, "a").volume("data", false, false, "a")
+	labelled := pod("p", "", "disk")
+	labelled.Labels = map[string]string{LabelMigrationJobUID: "mig-uid", LabelCreatedBy: "vmi-uid"}
+	check(t, DecideMigrationLabels(labelled, "mallory", w, opts), false, ReasonMigrationDenied, "may only be set by KubeVirt", `"mallory"`)
+	check(t, DecideMigrationLabels(labelled, DefaultKubeVirtUser, w, opts), true, ReasonNoFencedClaims)
+	check(t, DecideMigrationLabels(pod("p", "", "data"), "mallory", w, opts), true, ReasonNoFencedClaims)
+	// A labelled pod on an RWX block claim nobody holds yet: still only KubeVirt.
+	free := newWorld().node("a", nil).volume("disk", true, true)
+	check(t, DecidePodUnscheduled(labelled, "mallory", free, opts), false, ReasonMigrationDenied, "not by KubeVirt")
 }

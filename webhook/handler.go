@@ -78,7 +78,7 @@ func (h *Handler) Handle(ctx context.Context, req admission.Request) admission.R
 	resource, d, err := h.decide(ctx, req)
 	if err != nil {
 		h.Metrics.observe(resource, "errored", ReasonMalformed, time.Since(start))
-		h.Log.Info("malformed admission request", "uid", req.UID, "resource", resource, "error", err.Error())
+		h.Log.Error(err, "malformed admission request", "uid", req.UID, "resource", resource)
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	mode := h.Mode()
@@ -98,10 +98,13 @@ func (h *Handler) decide(ctx context.Context, req admission.Request) (string, De
 	if req.UID == "" || req.Operation == "" || res.Resource == "" {
 		return res.Resource, Decision{}, fmt.Errorf("malformed AdmissionReview: the request has no uid, operation or resource")
 	}
+	view := h.State.View(ctx)
+	if req.Operation == admissionv1.Update && res.Group == "" && res.Resource == "pods" && req.SubResource == "" {
+		return h.decideLabelChange(req, view)
+	}
 	if req.Operation != admissionv1.Create {
 		return res.Resource, Decision{Allowed: true, Reason: "not-create"}, nil
 	}
-	view := h.State.View(ctx)
 	var d Decision
 	switch {
 	case res.Group == "" && res.Resource == "pods" && req.SubResource == "":
@@ -131,7 +134,7 @@ func (h *Handler) decide(ctx context.Context, req admission.Request) (string, De
 		if !view.Synced() {
 			return "bindings", notSynced(), nil
 		}
-		pod, err := view.Pod(req.Namespace, req.Name)
+		pod, err := view.Pod(req.Namespace, req.Name, b.UID)
 		if err != nil {
 			return "bindings", Decision{Reason: ReasonUnknown, Message: fmt.Sprintf(
 				"cannot check the binding of pod %s/%s to node %s: %v; retry", req.Namespace, req.Name, b.Target.Name, err)}, nil
@@ -155,6 +158,31 @@ func (h *Handler) decide(ctx context.Context, req admission.Request) (string, De
 		return res.Resource, Decision{Allowed: true, Reason: "not-handled"}, nil
 	}
 	return "pods", h.failClosed(view, d), nil
+}
+
+// decideLabelChange decides a pod UPDATE: only a change of KubeVirt's
+// migration labels matters (a binding trusts them to be KubeVirt's).
+func (h *Handler) decideLabelChange(req admission.Request, view *View) (string, Decision, error) {
+	var pod, old corev1.Pod
+	if err := h.decodeInto(req, &pod, "Pod"); err != nil {
+		return "pods", Decision{}, err
+	}
+	if err := h.Decoder.DecodeRaw(req.OldObject, &old); err != nil {
+		return "pods", Decision{}, fmt.Errorf("cannot decode the old Pod in AdmissionReview %s: %w", req.UID, err)
+	}
+	changed := false
+	for _, l := range []string{LabelMigrationJobUID, LabelCreatedBy} {
+		if pod.Labels[l] != old.Labels[l] {
+			changed = true
+		}
+	}
+	if !changed || pod.Labels[LabelMigrationJobUID] == "" {
+		return "pods", Decision{Allowed: true, Reason: "labels-unchanged"}, nil
+	}
+	if pod.Namespace == "" {
+		pod.Namespace = req.Namespace
+	}
+	return "pods", h.failClosed(view, DecideMigrationLabels(&pod, req.UserInfo.Username, view, h.Options)), nil
 }
 
 func (h *Handler) decodeInto(req admission.Request, into runtime.Object, kind string) error {

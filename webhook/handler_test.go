@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -211,6 +212,7 @@ func TestHandlerRoutes(t *testing.T) {
 	}
 	v := vmi("vm2", "u2", "", "data")
 	v.TypeMeta = metav1.TypeMeta{APIVersion: "kubevirt.io/v1", Kind: "VirtualMachineInstance"}
+	v.Spec.NodeSelector = map[string]string{"zone": "elsewhere"}
 	if r := review(t, h, reviewOf(t, "virtualmachineinstances", "", "user", v, false)); r.Allowed ||
 		!strings.Contains(r.Result.Message, "attached to node a") {
 		t.Fatalf("VMI: %+v", r.Result)
@@ -276,9 +278,9 @@ func TestHandlerMalformed(t *testing.T) {
 }
 
 // FuzzAdmissionReview posts arbitrary bytes as an AdmissionReview: no
-// panic (recovery is off here), always an AdmissionReview back, and a
-// request that is not a well-formed Pod, Binding or VMI review is refused
-// with a message.
+// panic (recovery is off here), always an AdmissionReview back, every
+// refusal carries a message, and a body without a readable request is
+// refused.
 func FuzzAdmissionReview(f *testing.F) {
 	f.Add(reviewOf(f, "pods", "", "user", typedPod(pod("p", "b", "data")), false))
 	f.Add(reviewOf(f, "pods", "binding", "s", &corev1.Binding{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Binding"}, Target: corev1.ObjectReference{Name: "b"}}, false))
@@ -299,5 +301,85 @@ func FuzzAdmissionReview(f *testing.F) {
 		if !out.Response.Allowed && (out.Response.Result == nil || out.Response.Result.Message == "") {
 			t.Fatalf("refusal without a message: %+v", out.Response)
 		}
+		// No request uid (not a review, or not one the handler could read):
+		// always refused.
+		if out.Response.UID == "" && out.Response.Allowed {
+			t.Fatalf("malformed review %q admitted", body)
+		}
 	})
+}
+
+// hidden hides pods and migrations from the cache, as a cache that has not
+// caught up with objects created a moment ago.
+type hidden struct{ client.Reader }
+
+func (h hidden) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Pod); ok {
+		return apierrors.NewNotFound(corev1.Resource("pods"), key.Name)
+	}
+	return h.Reader.Get(ctx, key, obj, opts...)
+}
+
+func (h hidden) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*kubevirtv1.VirtualMachineInstanceMigrationList); ok {
+		return nil
+	}
+	return h.Reader.List(ctx, list, opts...)
+}
+
+func TestHandlerReadsLiveWhenCacheLags(t *testing.T) {
+	w := heldWorld()
+	floating := pod("floating", "", "data")
+	floating.UID = "uid-floating"
+	w.pods = append(w.pods, floating)
+	h, _, _ := handlerWith(t, w, ModeEnforce, func(c client.Client) client.Reader { return hidden{c} })
+	binding := &corev1.Binding{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Binding"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "floating", UID: "uid-floating"}, Target: corev1.ObjectReference{Kind: "Node", Name: "b"}}
+	if r := review(t, h, reviewOf(t, "pods", "binding", "system:kube-scheduler", binding, false)); r.Allowed ||
+		!strings.Contains(r.Result.Message, "cannot run on node b") {
+		t.Fatalf("binding of a pod only the API server has: %+v", r.Result)
+	}
+	// A binding for another incarnation of the pod (same name, other UID).
+	binding.UID = "uid-recreated"
+	if r := review(t, h, reviewOf(t, "pods", "binding", "system:kube-scheduler", binding, false)); r.Allowed ||
+		!strings.Contains(r.Result.Message, "has uid uid-floating, but the binding is for uid uid-recreated") {
+		t.Fatalf("binding with a stale UID: %+v", r.Result)
+	}
+
+	// A migration the cache has not seen yet is found in the API server.
+	mw := newWorld().node("a", nil).node("b", nil).volume("disk", true, true, "a")
+	mw.vmis = []*kubevirtv1.VirtualMachineInstance{vmi("vm1", "vmi-uid", kubevirtv1.Running, "disk")}
+	mw.migs = []*kubevirtv1.VirtualMachineInstanceMigration{{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "mig1", UID: "mig-uid"},
+		Spec: kubevirtv1.VirtualMachineInstanceMigrationSpec{VMIName: "vm1"}}}
+	h, _, _ = handlerWith(t, mw, ModeEnforce, func(c client.Client) client.Reader { return hidden{c} })
+	target := pod("virt-launcher-vm1-x", "", "disk")
+	target.Labels = map[string]string{LabelMigrationJobUID: "mig-uid", LabelCreatedBy: "vmi-uid"}
+	if r := review(t, h, reviewOf(t, "pods", "", DefaultKubeVirtUser, typedPod(target), false)); !r.Allowed {
+		t.Fatalf("migration target with a migration only the API server has: %+v", r.Result)
+	}
+}
+
+func TestHandlerMigrationLabelUpdate(t *testing.T) {
+	w := newWorld().node("a", nil).volume("disk", true, true, "a")
+	h, _, _ := handlerWith(t, w, ModeEnforce, nil)
+	old := typedPod(pod("p", "", "disk"))
+	labelled := typedPod(pod("p", "", "disk"))
+	labelled.Labels = map[string]string{LabelMigrationJobUID: "m", LabelCreatedBy: "v"}
+	update := func(user string, oldPod, newPod *corev1.Pod) *admissionv1.AdmissionResponse {
+		var ar admissionv1.AdmissionReview
+		_ = json.Unmarshal(reviewOf(t, "pods", "", user, newPod, false), &ar)
+		ar.Request.Operation = admissionv1.Update
+		ar.Request.OldObject.Raw, _ = json.Marshal(oldPod)
+		body, _ := json.Marshal(ar)
+		return review(t, h, body)
+	}
+	if r := update("mallory", old, labelled); r.Allowed || !strings.Contains(r.Result.Message, "may only be set by KubeVirt") {
+		t.Fatalf("labels added by mallory: %+v", r.Result)
+	}
+	if r := update(DefaultKubeVirtUser, old, labelled); !r.Allowed {
+		t.Fatalf("labels added by KubeVirt: %+v", r.Result)
+	}
+	if r := update("mallory", labelled, labelled); !r.Allowed {
+		t.Fatalf("an update that leaves the labels alone: %+v", r.Result)
+	}
 }

@@ -195,6 +195,62 @@ func TestMigrationTarget(t *testing.T) {
 		t.Fatal(err)
 	}
 	denied(t, bind(t, direct, f.ns, "plain", b), "only for a KubeVirt live migration")
+
+	// Labels added after CREATE by someone else than KubeVirt: refused,
+	// so a binding can trust them.
+	if err := mallory.Create(t.Context(), podUsing(f.ns, "late", "", "vmdisk")); err != nil {
+		t.Fatal(err)
+	}
+	label := func(c client.Client) error {
+		p := &corev1.Pod{}
+		if err := c.Get(t.Context(), client.ObjectKey{Namespace: f.ns, Name: "late"}, p); err != nil {
+			return err
+		}
+		orig := p.DeepCopy()
+		p.Labels = map[string]string{webhook.LabelMigrationJobUID: string(mig.UID), webhook.LabelCreatedBy: string(vmi.UID)}
+		return c.Patch(t.Context(), p, client.MergeFrom(orig))
+	}
+	denied(t, label(mallory), "pod-labels.rds-fence.csi.dev", "may only be set by KubeVirt", `"mallory"`)
+	if err := label(kubevirt); err != nil {
+		t.Fatalf("KubeVirt setting the labels: %v", err)
+	}
+}
+
+// TestBindingOfAnotherIncarnation: a Binding whose UID is not the pod's
+// (the pod was recreated under the same name) is refused, not judged by
+// the wrong pod.
+func TestBindingOfAnotherIncarnation(t *testing.T) {
+	f := newFixture(t)
+	a := f.node("a", nil)
+	f.volume("data", false, a)
+	if err := direct.Create(t.Context(), podUsing(f.ns, "p", "", "data")); err != nil {
+		t.Fatal(err)
+	}
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "p"}}
+	b := &corev1.Binding{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "p", UID: "0b5e6b9a-0000-4000-8000-000000000000"},
+		Target: corev1.ObjectReference{Kind: "Node", Name: a}}
+	denied(t, direct.SubResource("binding").Create(t.Context(), p, b), "but the binding is for uid 0b5e6b9a-0000-4000-8000-000000000000")
+}
+
+// TestVMIOnHeldClaim: a VMI whose RWO claim is still attached elsewhere (a
+// restarted VM) is admitted with a warning, unless it can never run there.
+func TestVMIOnHeldClaim(t *testing.T) {
+	f := newFixture(t)
+	a := f.node("a", map[string]string{"zone": "z1"})
+	f.volume("disk", false, a)
+	c, warns := clientAs(t, "")
+	if err := c.Create(t.Context(), vmiUsing(f.ns, "restarted", "disk")); err != nil {
+		t.Fatalf("VMI on a claim still attached to %s: %v", a, err)
+	}
+	if w := warns.take(); len(w) != 1 {
+		t.Fatalf("warnings %q, want one naming the holder", w)
+	} else {
+		mustContain(t, "warning", w[0], "attached to node "+a)
+	}
+	pinned := vmiUsing(f.ns, "pinned", "disk")
+	pinned.Spec.NodeSelector = map[string]string{"zone": "z2"}
+	// (refused for vm "restarted" first: it uses the claim and has not finished)
+	denied(t, c.Create(t.Context(), pinned), "vmis.rds-fence.csi.dev", "in use by VMI "+f.ns+"/restarted")
 }
 
 func TestWarnAndDryRunModes(t *testing.T) {
@@ -213,11 +269,13 @@ func TestWarnAndDryRunModes(t *testing.T) {
 		t.Fatalf("warn mode warnings %q", w)
 	}
 	mustContain(t, "warning", w[0], "would refuse", "attached to node "+a)
-	f.event("data", webhook.EventAdmissionWouldDeny)
+	f.eventFor("data", webhook.EventAdmissionWouldDeny, "pod "+f.ns+"/warned")
 
+	// Another claim: events of one reason on one claim merge into a series.
+	f.volume("data2", false, a)
 	hook.Handler.SetMode(webhook.ModeDryRun)
 	before := decisions("pods")
-	if err := c.Create(t.Context(), podUsing(f.ns, "dry", b, "data")); err != nil {
+	if err := c.Create(t.Context(), podUsing(f.ns, "dry", b, "data2")); err != nil {
 		t.Fatalf("dry-run mode: %v", err)
 	}
 	if w := warns.take(); len(w) != 0 {
@@ -226,6 +284,7 @@ func TestWarnAndDryRunModes(t *testing.T) {
 	if decisions("pods") != before+1 {
 		t.Fatal("dry-run decision not counted")
 	}
+	f.eventFor("data2", webhook.EventAdmissionWouldDeny, "pod "+f.ns+"/dry")
 }
 
 // TestDryRunRequestHasNoEvent: a dryRun request is answered like any other

@@ -26,6 +26,7 @@ import (
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/rds-fence/rds-fence/attachment"
@@ -65,6 +66,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = env.Stop() }()
+	ctrllog.SetLogger(logr.Discard())
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = kubevirtv1.AddToScheme(scheme)
 	if direct, err = client.New(restCfg, client.Options{Scheme: scheme}); err != nil {
@@ -83,8 +85,16 @@ func run(m *testing.M) int {
 // startWebhook runs the webhook and registers the shipped configuration,
 // pointed at loopback, and waits until the API server calls it.
 func startWebhook(ctx context.Context) error {
+	var ns corev1.Namespace // the shipped one, with its admission=skip label
+	raw, err := os.ReadFile(filepath.Join(root, "manifests", "base", "namespace.yaml"))
+	if err != nil {
+		return err
+	}
+	if err := yaml.UnmarshalStrict(raw, &ns); err != nil {
+		return fmt.Errorf("manifests/base/namespace.yaml: %w", err)
+	}
 	for _, o := range []client.Object{
-		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: webhookNamespace}},
+		&ns,
 		// KubeVirt's controller creates migration target pods (impersonated here).
 		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "kubevirt-controller-test"},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
@@ -314,6 +324,12 @@ func podUsing(ns, name, node string, claims ...string) *corev1.Pod {
 // returns its note.
 func (f *fixture) event(claim, reason string) string {
 	f.t.Helper()
+	return f.eventFor(claim, reason, "")
+}
+
+// eventFor is event restricted to notes containing substr.
+func (f *fixture) eventFor(claim, reason, substr string) string {
+	f.t.Helper()
 	var note string
 	err := wait.PollUntilContextTimeout(f.t.Context(), 50*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
 		var list corev1.EventList
@@ -321,7 +337,7 @@ func (f *fixture) event(claim, reason string) string {
 			return false, nil
 		}
 		for _, e := range list.Items {
-			if e.InvolvedObject.Kind == "PersistentVolumeClaim" && e.InvolvedObject.Name == claim && e.Reason == reason {
+			if e.InvolvedObject.Kind == "PersistentVolumeClaim" && e.InvolvedObject.Name == claim && e.Reason == reason && strings.Contains(e.Message, substr) {
 				note = e.Message
 				return true, nil
 			}
@@ -329,7 +345,7 @@ func (f *fixture) event(claim, reason string) string {
 		return false, nil
 	})
 	if err != nil {
-		f.t.Fatalf("no %s event on claim %s/%s", reason, f.ns, claim)
+		f.t.Fatalf("no %s event on claim %s/%s mentioning %q", reason, f.ns, claim, substr)
 	}
 	return note
 }

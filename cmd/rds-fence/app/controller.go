@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/rds-fence/rds-fence/csi"
 	"github.com/rds-fence/rds-fence/rds"
@@ -120,6 +121,7 @@ func RunController(ctx context.Context, args []string, version string) error {
 		return err
 	}
 	log := newLog()
+	ctrllog.SetLogger(log) // controller-runtime's own components (certwatcher, caches) log through it
 	client, err := o.RDS.NewClient(log, nil)
 	if err != nil {
 		return err

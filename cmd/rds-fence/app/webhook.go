@@ -8,6 +8,7 @@ import (
 	"net"
 
 	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/rds-fence/rds-fence/csi"
 	"github.com/rds-fence/rds-fence/webhook"
@@ -113,6 +114,7 @@ func RunWebhook(ctx context.Context, args []string) error {
 		return err
 	}
 	log := newLog()
+	ctrllog.SetLogger(log) // controller-runtime's own components (certwatcher, caches) log through it
 	cfg, err := restConfig(o.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("kubernetes configuration: %w", err)

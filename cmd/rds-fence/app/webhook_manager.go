@@ -81,7 +81,7 @@ func NewWebhookManager(cfg *rest.Config, o *WebhookOptions, reg prometheus.Regis
 		return nil, err
 	}
 	mode, _ := webhook.ParseMode(o.Mode)
-	state := &webhook.CachedState{Reader: mgr.GetCache(), Live: mgr.GetAPIReader(), KubeVirt: kubevirt}
+	state := &webhook.CachedState{Reader: mgr.GetCache(), Live: mgr.GetAPIReader(), KubeVirt: kubevirt, PodWait: webhook.DefaultPodWait}
 	h := &webhook.Handler{
 		State:   state,
 		Options: webhook.Options{Driver: o.Driver, KubeVirtUsers: o.KubeVirtUsers},
