@@ -62,11 +62,18 @@ func (e *Events) Conflict(rec attachment.Record, requester string, err *attachme
 	}
 }
 
-// StaleCleared records StaleAttachmentCleared on the claim.
+// StaleCleared records StaleAttachmentCleared on the claim: released by a
+// publish to newHolder, or (newHolder "") by the node-loss reconciler.
 func (e *Events) StaleCleared(rec attachment.Record, c attachment.ClearedHolder, newHolder string) {
 	ctx, cancel := e.ctx()
 	defer cancel()
-	if pvc := e.claim(ctx, rec.PVC); pvc != nil {
+	pvc := e.claim(ctx, rec.PVC)
+	switch {
+	case pvc == nil:
+	case newHolder == "":
+		e.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, ReasonStaleAttachmentCleared, actionDetach,
+			"volume %s was released from node %s (node %s): the storage no longer admits that node, and another node may now attach it", rec.VolumeID, c.Node, c.State)
+	default:
 		e.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, ReasonStaleAttachmentCleared, actionAttach,
 			"volume %s was released from node %s (node %s) and attached to node %s", rec.VolumeID, c.Node, c.State, newHolder)
 	}

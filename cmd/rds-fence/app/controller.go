@@ -16,10 +16,18 @@ import (
 
 // ControllerOptions are the controller subcommand's settings.
 type ControllerOptions struct {
-	Endpoint string
-	RDS      RDSOptions
-	Driver   csi.Options
-	Kube     KubeOptions
+	Endpoint  string
+	RDS       RDSOptions
+	Driver    csi.Options
+	Kube      KubeOptions
+	Reconcile ReconcileOptions
+}
+
+// ReconcileOptions tune the node-loss reconciler.
+type ReconcileOptions struct {
+	NotReadyWarnAfter time.Duration
+	SweepInterval     time.Duration
+	ReleaseWorkers    int
 }
 
 // RDSOptions say how to reach and trust the RDS over SSH.
@@ -100,8 +108,15 @@ func ParseControllerFlags(args []string, version string) (*ControllerOptions, fu
 	fs.StringVar(&k.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the lease (default: the pod's)")
 	fs.StringVar(&k.MetricsAddress, "metrics-address", ":9809", `Prometheus metrics address ("0" disables)`)
 	fs.StringVar(&k.HealthAddress, "health-address", ":9808", `healthz/readyz address ("0" disables); ready once the store is rebuilt`)
+	r := &o.Reconcile
+	fs.DurationVar(&r.NotReadyWarnAfter, "node-not-ready-warning-after", 2*time.Minute, "after this long NotReady, a node's claims get a HolderNodeNotReady event (their volumes stay attached)")
+	fs.DurationVar(&r.SweepInterval, "node-sweep-interval", 30*time.Second, "how often every holding node is checked (catches nodes deleted while no controller led)")
+	fs.IntVar(&r.ReleaseWorkers, "release-workers", 8, "volumes of a lost node released at once")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
+	}
+	if r.SweepInterval <= 0 || r.ReleaseWorkers <= 0 || r.NotReadyWarnAfter <= 0 {
+		return nil, nil, errors.New("--node-not-ready-warning-after, --node-sweep-interval and --release-workers must be positive")
 	}
 	d.Version = version
 	if d.TargetAddress == "" {

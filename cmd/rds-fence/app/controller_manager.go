@@ -25,6 +25,7 @@ import (
 	"github.com/rds-fence/rds-fence/attachment/kube"
 	"github.com/rds-fence/rds-fence/csi"
 	"github.com/rds-fence/rds-fence/rds"
+	"github.com/rds-fence/rds-fence/reconciler"
 )
 
 // KubeOptions say how the controller reaches Kubernetes.
@@ -147,5 +148,22 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 		go att.RunMigrationExpiry(ctx, 15*time.Second)
 		return serve(ctx, drv)
 	}))
-	return mgr, err
+	if err != nil {
+		return nil, err
+	}
+	nodes := &reconciler.NodeReconciler{Reader: mgr.GetCache(), Writer: mgr.GetClient(), Attachments: att, Driver: o.Driver.Name,
+		Recorder: mgr.GetEventRecorder("rds-fence-controller"), NotReadyAfter: o.Reconcile.NotReadyWarnAfter,
+		Workers: o.Reconcile.ReleaseWorkers, Log: log.WithName("node-loss"),
+		Ready: func() bool {
+			select {
+			case <-ready:
+				return true
+			default:
+				return false
+			}
+		}}
+	if err := nodes.SetupWithManager(mgr, o.Reconcile.SweepInterval); err != nil {
+		return nil, err
+	}
+	return mgr, nil
 }

@@ -1,0 +1,18 @@
+// Package reconciler holds the controller-runtime reconcilers of the
+// controller process (leader-elected, started after the attachment store
+// is rebuilt).
+//
+// NodeReconciler frees the volumes of a node whose loss is confirmed — the
+// Node object is deleted, or tainted node.kubernetes.io/out-of-service
+// (non-graceful node shutdown) — within seconds, and never on a guess: a
+// NotReady node keeps its volumes, and its claims get a Warning event
+// after a configurable time so operators know what is blocked. Releasing
+// revokes the RDS host-NQN fence first, then the PV record, then the
+// in-memory store (attachment.Manager.ReleaseNode).
+//
+// Event reasons (on the PVC), a documented list:
+//
+//	StaleAttachmentCleared        the volume was released from a lost node
+//	HolderNodeNotReady            the volume stays attached to a NotReady node
+//	StaleVolumeAttachmentDeleted  a VolumeAttachment of a deleted node was deleted
+package reconciler

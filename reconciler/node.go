@@ -1,0 +1,277 @@
+package reconciler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/rds-fence/rds-fence/attachment"
+)
+
+// Event reasons.
+const (
+	ReasonStaleAttachmentCleared       = "StaleAttachmentCleared" // emitted by attachment.Manager
+	ReasonHolderNodeNotReady           = "HolderNodeNotReady"
+	ReasonStaleVolumeAttachmentDeleted = "StaleVolumeAttachmentDeleted"
+)
+
+const taintOutOfService = "node.kubernetes.io/out-of-service"
+
+// Defaults for unset fields.
+const (
+	DefaultSweepInterval = 30 * time.Second
+	DefaultNotReadyAfter = 2 * time.Minute
+)
+
+// Attachments is the part of the fencing core the reconciler drives
+// (attachment.Manager).
+type Attachments interface {
+	ReleaseNode(ctx context.Context, node string, workers int) ([]attachment.Record, error)
+	HeldBy(node string) []attachment.Record
+	HolderNodes() []string
+}
+
+// NodeReconciler releases the volumes of lost nodes and warns about
+// NotReady holders. See the package documentation.
+type NodeReconciler struct {
+	// Reader is the informer cache (Nodes, PVs, PVCs, VolumeAttachments).
+	Reader client.Reader
+	// Writer deletes VolumeAttachments of deleted nodes.
+	Writer      client.Writer
+	Attachments Attachments
+	Driver      string
+	Recorder    events.EventRecorder
+	// NotReadyAfter: how long a holder may be NotReady before its claims
+	// get a HolderNodeNotReady event.
+	NotReadyAfter time.Duration
+	// Workers: volumes released at once per node.
+	Workers int
+	// Ready reports whether the attachment store has been rebuilt; until
+	// then requests are requeued.
+	Ready func() bool
+	Now   func() time.Time
+	Log   logr.Logger
+
+	mu sync.Mutex
+	// warned: the NotReady episode (its transition time) already reported per node.
+	warned map[string]time.Time
+}
+
+// SetupWithManager watches Nodes and adds the periodic sweep.
+func (r *NodeReconciler) SetupWithManager(mgr ctrl.Manager, sweep time.Duration) error {
+	if err := ctrl.NewControllerManagedBy(mgr).For(&corev1.Node{}).Named("node-loss").Complete(r); err != nil {
+		return err
+	}
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		r.Sweep(ctx, sweep)
+		return nil
+	}))
+}
+
+func (r *NodeReconciler) now() time.Time {
+	if r.Now == nil {
+		return time.Now()
+	}
+	return r.Now()
+}
+
+// Reconcile implements reconcile.Reconciler for one node.
+func (r *NodeReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if r.Ready != nil && !r.Ready() {
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
+	name := req.Name
+	var node corev1.Node
+	err := r.Reader.Get(ctx, client.ObjectKey{Name: name}, &node)
+	switch {
+	case apierrors.IsNotFound(err):
+		return r.release(ctx, name, true)
+	case err != nil:
+		return reconcile.Result{}, fmt.Errorf("reading node %s: %w", name, err)
+	case outOfService(&node):
+		return r.release(ctx, name, false)
+	}
+	return r.notReady(ctx, &node), nil
+}
+
+func outOfService(n *corev1.Node) bool {
+	for _, t := range n.Spec.Taints {
+		if t.Key == taintOutOfService {
+			return true
+		}
+	}
+	return false
+}
+
+// release frees the node's volumes (the Manager confirms the loss) and,
+// for a deleted node, its VolumeAttachments. When the Manager does not
+// confirm the loss (its view of the node is live: a cache behind this
+// one, or the node came back), nothing is released and the node is looked
+// at again shortly.
+func (r *NodeReconciler) release(ctx context.Context, node string, deleted bool) (reconcile.Result, error) {
+	recs, err := r.Attachments.ReleaseNode(ctx, node, r.Workers)
+	if errors.Is(err, attachment.ErrNodeLive) {
+		r.Log.Info("node loss not confirmed; nothing released, looking again shortly", "node", node)
+		return reconcile.Result{RequeueAfter: unconfirmedRetry}, nil
+	}
+	if len(recs) > 0 {
+		r.Log.Info("released the volumes of a lost node", "node", node, "deleted", deleted, "volumes", len(recs))
+	}
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("releasing the volumes of node %s: %w", node, err)
+	}
+	r.forget(node)
+	if deleted {
+		return reconcile.Result{}, r.deleteVolumeAttachments(ctx, node)
+	}
+	return reconcile.Result{}, nil
+}
+
+// unconfirmedRetry: how soon a loss the Manager did not confirm is looked at again.
+const unconfirmedRetry = 500 * time.Millisecond
+
+// deleteVolumeAttachments deletes this driver's VolumeAttachments that
+// name a deleted node. What is touched and why it is safe: only the
+// VolumeAttachment objects (never their finalizers) of this driver whose
+// spec.nodeName is a node the API server confirmed deleted, and only after
+// ReleaseNode has revoked that node's fence and record. Deleting one lets
+// the external-attacher run its ControllerUnpublish (which succeeds: the
+// node holds nothing) and remove its finalizer, and lets the
+// attach-detach controller stop waiting for a detach that no kubelet will
+// ever confirm; the node cannot reconnect, because the storage no longer
+// admits its host NQN.
+func (r *NodeReconciler) deleteVolumeAttachments(ctx context.Context, node string) error {
+	var list storagev1.VolumeAttachmentList
+	if err := r.Reader.List(ctx, &list); err != nil {
+		return fmt.Errorf("listing VolumeAttachments: %w", err)
+	}
+	var errs []error
+	for i := range list.Items {
+		va := &list.Items[i]
+		if va.Spec.NodeName != node || va.Spec.Attacher != r.Driver || va.DeletionTimestamp != nil {
+			continue
+		}
+		if err := r.Writer.Delete(ctx, va, client.Preconditions{UID: &va.UID}); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("deleting VolumeAttachment %s: %w", va.Name, err))
+			continue
+		}
+		r.Log.Info("deleted the VolumeAttachment of a deleted node", "volumeAttachment", va.Name, "node", node)
+		if pvc := r.claimOfPV(ctx, va.Spec.Source.PersistentVolumeName); pvc != nil {
+			r.Recorder.Eventf(pvc, nil, corev1.EventTypeNormal, ReasonStaleVolumeAttachmentDeleted, "Detach",
+				"VolumeAttachment %s of deleted node %s was deleted so the volume can be attached elsewhere", va.Name, node)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// notReady warns, once per NotReady episode, on the claims a NotReady node
+// holds, and requeues until it is time to.
+func (r *NodeReconciler) notReady(ctx context.Context, node *corev1.Node) reconcile.Result {
+	var since time.Time
+	ready := true
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady && c.Status != corev1.ConditionTrue {
+			ready, since = false, c.LastTransitionTime.Time
+		}
+	}
+	held := r.Attachments.HeldBy(node.Name)
+	if ready || len(held) == 0 {
+		r.forget(node.Name)
+		return reconcile.Result{}
+	}
+	after := r.NotReadyAfter
+	if after <= 0 {
+		after = DefaultNotReadyAfter
+	}
+	if wait := after - r.now().Sub(since); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}
+	}
+	r.mu.Lock()
+	if r.warned == nil {
+		r.warned = map[string]time.Time{}
+	}
+	done := r.warned[node.Name].Equal(since)
+	r.warned[node.Name] = since
+	r.mu.Unlock()
+	if done {
+		return reconcile.Result{}
+	}
+	for _, rec := range held {
+		pvc := r.claim(ctx, rec.PVC)
+		if pvc == nil {
+			continue
+		}
+		r.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, ReasonHolderNodeNotReady, "Attach",
+			"volume %s stays attached to node %s, NotReady since %s: NotReady alone never releases a volume. If the node is gone for good, delete the Node or taint it node.kubernetes.io/out-of-service=nodeshutdown:NoExecute",
+			rec.VolumeID, node.Name, since.UTC().Format(time.RFC3339))
+	}
+	r.Log.Info("holder node NotReady; its volumes stay attached", "node", node.Name, "since", since, "volumes", len(held))
+	return reconcile.Result{}
+}
+
+func (r *NodeReconciler) forget(node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.warned, node)
+}
+
+func (r *NodeReconciler) claim(ctx context.Context, key string) *corev1.PersistentVolumeClaim {
+	for i := range len(key) {
+		if key[i] == '/' {
+			var pvc corev1.PersistentVolumeClaim
+			if r.Reader.Get(ctx, client.ObjectKey{Namespace: key[:i], Name: key[i+1:]}, &pvc) == nil {
+				return &pvc
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+func (r *NodeReconciler) claimOfPV(ctx context.Context, pvName *string) *corev1.PersistentVolumeClaim {
+	if pvName == nil {
+		return nil
+	}
+	var pv corev1.PersistentVolume
+	if r.Reader.Get(ctx, client.ObjectKey{Name: *pvName}, &pv) != nil || pv.Spec.ClaimRef == nil {
+		return nil
+	}
+	return r.claim(ctx, pv.Spec.ClaimRef.Namespace+"/"+pv.Spec.ClaimRef.Name)
+}
+
+// Sweep reconciles every holder node at start (once the store is ready)
+// and every interval: a node deleted while no controller was leading
+// sends no event, and a failed release is retried here too.
+func (r *NodeReconciler) Sweep(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = DefaultSweepInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if r.Ready == nil || r.Ready() {
+			for _, n := range r.Attachments.HolderNodes() {
+				if _, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKey{Name: n}}); err != nil {
+					r.Log.Error(err, "sweep: node not reconciled; retried at the next sweep", "node", n)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
