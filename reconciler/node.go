@@ -13,8 +13,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/rds-fence/rds-fence/attachment"
@@ -71,7 +74,13 @@ type NodeReconciler struct {
 
 // SetupWithManager watches Nodes and adds the periodic sweep.
 func (r *NodeReconciler) SetupWithManager(mgr ctrl.Manager, sweep time.Duration) error {
-	if err := ctrl.NewControllerManagedBy(mgr).For(&corev1.Node{}).Named("node-loss").Complete(r); err != nil {
+	// Node status heartbeats are not sent: only creation, deletion, and a
+	// change of the out-of-service taint or of the Ready condition.
+	changed := predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
+		return o == nil || n == nil || outOfService(o) != outOfService(n) || readySince(o) != readySince(n)
+	}}
+	if err := ctrl.NewControllerManagedBy(mgr).For(&corev1.Node{}, builder.WithPredicates(changed)).Named("node-loss").Complete(r); err != nil {
 		return err
 	}
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
@@ -104,6 +113,16 @@ func (r *NodeReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 		return r.release(ctx, name, false)
 	}
 	return r.notReady(ctx, &node), nil
+}
+
+// readySince is the Ready condition's status and transition time.
+func readySince(n *corev1.Node) string {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return string(c.Status) + "@" + c.LastTransitionTime.UTC().String()
+		}
+	}
+	return ""
 }
 
 func outOfService(n *corev1.Node) bool {
