@@ -3,6 +3,7 @@ package fencing
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,8 +38,10 @@ func startNodeLoss(t testing.TB, f *fixture, notReadyAfter, sweep time.Duration)
 	}
 	cs := kubernetes.NewForConfigOrDie(restCfg)
 	b := events.NewBroadcaster(&events.EventSinkImpl{Interface: cs.EventsV1()})
+	var ready atomic.Bool // set once the fencing core reads this manager's cache
 	r := &reconciler.NodeReconciler{Reader: mgr.GetCache(), Writer: mgr.GetClient(), Attachments: f.mgr, Driver: csi.DefaultDriverName,
-		Recorder: b.NewRecorder(scheme, "rds-fence-controller"), NotReadyAfter: notReadyAfter, Workers: 8, Log: testLog(t)}
+		Recorder: b.NewRecorder(scheme, "rds-fence-controller"), NotReadyAfter: notReadyAfter, Workers: 8, Log: testLog(t),
+		Ready: ready.Load}
 	if err := r.SetupWithManager(mgr, sweep); err != nil {
 		t.Fatal(err)
 	}
@@ -55,12 +58,16 @@ func startNodeLoss(t testing.TB, f *fixture, notReadyAfter, sweep time.Duration)
 	if !mgr.GetCache().WaitForCacheSync(ctx) {
 		t.Fatal("cache did not sync")
 	}
-	for _, o := range []client.Object{&corev1.Node{}, &corev1.PersistentVolume{}, &corev1.PersistentVolumeClaim{}} {
+	for _, o := range []client.Object{&corev1.Node{}, &corev1.PersistentVolume{}, &corev1.PersistentVolumeClaim{}, &storagev1.VolumeAttachment{}} {
 		if _, err := mgr.GetCache().GetInformer(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f.cluster.Reader = mgr.GetCache()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	f.cluster.Reader = mgr.GetCache() // nothing reads it until ready
+	ready.Store(true)
 }
 
 // released waits until the volume is held by nobody: in memory, on the PV

@@ -9,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -119,7 +120,7 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 	err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		// Start every informer the fencing core reads before the first
 		// publish, so none starts lazily inside a volume lock.
-		for _, obj := range []client.Object{&corev1.PersistentVolume{}, &corev1.Node{}, &corev1.PersistentVolumeClaim{}, &corev1.Pod{}} {
+		for _, obj := range []client.Object{&corev1.PersistentVolume{}, &corev1.Node{}, &corev1.PersistentVolumeClaim{}, &corev1.Pod{}, &storagev1.VolumeAttachment{}} {
 			if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
 				return fmt.Errorf("starting the %T informer: %w", obj, err)
 			}
