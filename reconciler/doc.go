@@ -10,9 +10,14 @@
 // revokes the RDS host-NQN fence first, then the PV record, then the
 // in-memory store (attachment.Manager.ReleaseNode).
 //
-// Event reasons (on the PVC), a documented list:
+// OrphanScanner reports RDS disks of this driver that no PersistentVolume
+// references; deleting them is opt-in and waits for a minimum age.
+//
+// Event reasons, a documented list (on the PVC unless said otherwise):
 //
 //	StaleAttachmentCleared        the volume was released from a lost node
 //	HolderNodeNotReady            the volume stays attached to a NotReady node
 //	StaleVolumeAttachmentDeleted  a VolumeAttachment of a deleted node was deleted
+//	OrphanedDisk                  (on the CSIDriver) a disk of the driver has no PV
+//	OrphanedDiskDeleted           (on the CSIDriver) such a disk was deleted
 package reconciler

@@ -28,6 +28,11 @@ type ReconcileOptions struct {
 	NotReadyWarnAfter time.Duration
 	SweepInterval     time.Duration
 	ReleaseWorkers    int
+	// Orphaned RDS disks: scanned every OrphanScanInterval, deleted only
+	// with OrphanDelete, after OrphanMinAge orphaned.
+	OrphanScanInterval time.Duration
+	OrphanDelete       bool
+	OrphanMinAge       time.Duration
 }
 
 // RDSOptions say how to reach and trust the RDS over SSH.
@@ -112,11 +117,14 @@ func ParseControllerFlags(args []string, version string) (*ControllerOptions, fu
 	fs.DurationVar(&r.NotReadyWarnAfter, "node-not-ready-warning-after", 2*time.Minute, "after this long NotReady, a node's claims get a HolderNodeNotReady event (their volumes stay attached)")
 	fs.DurationVar(&r.SweepInterval, "node-sweep-interval", 30*time.Second, "how often every holding node is checked (catches nodes deleted while no controller led)")
 	fs.IntVar(&r.ReleaseWorkers, "release-workers", 8, "volumes of a lost node released at once")
+	fs.DurationVar(&r.OrphanScanInterval, "orphan-scan-interval", 10*time.Minute, "how often RDS disks of this driver without a PV are looked for (reported by event and metric)")
+	fs.BoolVar(&r.OrphanDelete, "orphan-delete", false, "delete orphaned disks and their files (default: report only)")
+	fs.DurationVar(&r.OrphanMinAge, "orphan-min-age", 24*time.Hour, "with --orphan-delete: how long a disk must have been seen orphaned (by this controller) before it is deleted")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
-	if r.SweepInterval <= 0 || r.ReleaseWorkers <= 0 || r.NotReadyWarnAfter <= 0 {
-		return nil, nil, errors.New("--node-not-ready-warning-after, --node-sweep-interval and --release-workers must be positive")
+	if r.SweepInterval <= 0 || r.ReleaseWorkers <= 0 || r.NotReadyWarnAfter <= 0 || r.OrphanScanInterval <= 0 || r.OrphanMinAge <= 0 {
+		return nil, nil, errors.New("--node-not-ready-warning-after, --node-sweep-interval, --release-workers, --orphan-scan-interval and --orphan-min-age must be positive")
 	}
 	d.Version = version
 	if d.TargetAddress == "" {

@@ -102,6 +102,16 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 	}
 	drv.WithAttacher(att)
 	ready := make(chan struct{})
+	var orphans *reconciler.OrphanScanner
+	if o.Reconcile.OrphanScanInterval > 0 {
+		ids := o.Driver.IDs
+		orphans = &reconciler.OrphanScanner{Storage: storage, Volumes: att, Reader: mgr.GetCache(), Driver: o.Driver.Name,
+			Prefix: ids.SlotPrefix, BasePath: ids.BasePath, Owns: ids.Owns, Delete: o.Reconcile.OrphanDelete, MinAge: o.Reconcile.OrphanMinAge,
+			Recorder: mgr.GetEventRecorder("rds-fence-controller"), Log: log.WithName("orphans")}
+		if err := orphans.RegisterMetrics(reg); err != nil {
+			return nil, err
+		}
+	}
 	if o.Kube.HealthAddress != "" && o.Kube.HealthAddress != "0" {
 		_ = mgr.AddHealthzCheck("ping", healthz.Ping)
 		// Ready once the store is rebuilt and CSI served; a standby replica
@@ -147,6 +157,9 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 		}
 		close(ready)
 		go att.RunMigrationExpiry(ctx, 15*time.Second)
+		if orphans != nil {
+			go orphans.Run(ctx, o.Reconcile.OrphanScanInterval)
+		}
 		return serve(ctx, drv)
 	}))
 	if err != nil {
