@@ -64,7 +64,7 @@ lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck.
 .PHONY: run
 run: build ## Run the whole system locally (arrives with the local-environment issue).
 	@echo "make run: not yet - the local environment (control plane, simulator, controller, nodes) arrives with its own issue."
-	@echo "Today you can start the pieces by hand: bin/rds-fence rds-sim -h, bin/rds-fence controller -h"
+	@echo "Today you can start the pieces by hand: bin/rds-fence rds-sim -h, bin/rds-fence controller -h, bin/rds-fence webhook -h"
 
 .PHONY: clean
 clean: ## Remove build outputs except the cached control plane.
