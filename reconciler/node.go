@@ -52,7 +52,10 @@ type NodeReconciler struct {
 	// Reader is the informer cache (Nodes, PVs, PVCs, VolumeAttachments).
 	Reader client.Reader
 	// Writer deletes VolumeAttachments of deleted nodes.
-	Writer      client.Writer
+	Writer client.Writer
+	// Live reads from the API server: a node's deletion is confirmed there
+	// before its VolumeAttachments are deleted.
+	Live        client.Reader
 	Attachments Attachments
 	Driver      string
 	Recorder    events.EventRecorder
@@ -164,23 +167,38 @@ const unconfirmedRetry = 500 * time.Millisecond
 // deleteVolumeAttachments deletes this driver's VolumeAttachments that
 // name a deleted node. What is touched and why it is safe: only the
 // VolumeAttachment objects (never their finalizers) of this driver whose
-// spec.nodeName is a node the API server confirmed deleted, and only after
-// ReleaseNode has revoked that node's fence and record. Deleting one lets
+// spec.nodeName is a node the API server confirms deleted (a live read
+// here, just before), and only for volumes whose record no longer names
+// that node (ReleaseNode revoked its fence and record). Deleting one lets
 // the external-attacher run its ControllerUnpublish (which succeeds: the
 // node holds nothing) and remove its finalizer, and lets the
 // attach-detach controller stop waiting for a detach that no kubelet will
 // ever confirm; the node cannot reconnect, because the storage no longer
 // admits its host NQN.
 func (r *NodeReconciler) deleteVolumeAttachments(ctx context.Context, node string) error {
+	var n corev1.Node
+	switch err := r.Live.Get(ctx, client.ObjectKey{Name: node}, &n); {
+	case err == nil:
+		return nil // the node exists (again): nothing is deleted
+	case !apierrors.IsNotFound(err):
+		return fmt.Errorf("confirming that node %s is deleted: %w", node, err)
+	}
 	var list storagev1.VolumeAttachmentList
 	if err := r.Reader.List(ctx, &list); err != nil {
 		return fmt.Errorf("listing VolumeAttachments: %w", err)
+	}
+	stillHeld := map[string]bool{}
+	for _, rec := range r.Attachments.HeldBy(node) {
+		stillHeld[rec.PV] = true
 	}
 	var errs []error
 	for i := range list.Items {
 		va := &list.Items[i]
 		if va.Spec.NodeName != node || va.Spec.Attacher != r.Driver || va.DeletionTimestamp != nil {
 			continue
+		}
+		if pv := va.Spec.Source.PersistentVolumeName; pv == nil || stillHeld[*pv] {
+			continue // not released yet: the record still names the node
 		}
 		if err := r.Writer.Delete(ctx, va, client.Preconditions{UID: &va.UID}); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("deleting VolumeAttachment %s: %w", va.Name, err))

@@ -45,9 +45,12 @@ type Releaser interface {
 // a restart (or a change of leader) the age starts again, which only ever
 // delays a deletion.
 type OrphanScanner struct {
-	Storage  OrphanStorage
-	Volumes  Releaser
-	Reader   client.Reader // PVs (the cache)
+	Storage OrphanStorage
+	Volumes Releaser
+	Reader  client.Reader // PVs (the cache)
+	// Live reads from the API server: before a deletion, that no PV
+	// references the disk; the CSIDriver for events.
+	Live     client.Reader
 	Driver   string
 	Prefix   string
 	BasePath string
@@ -94,12 +97,7 @@ func (s *OrphanScanner) Scan(ctx context.Context) ([]string, error) {
 	if err := s.Reader.List(ctx, &pvs); err != nil {
 		return nil, fmt.Errorf("listing PersistentVolumes: %w", err)
 	}
-	used := map[string]bool{}
-	for _, pv := range pvs.Items {
-		if pv.Spec.CSI != nil && pv.Spec.CSI.Driver == s.Driver {
-			used[pv.Spec.CSI.VolumeHandle] = true
-		}
-	}
+	used := usedHandles(pvs.Items)
 	now := s.now()
 	var orphans []string
 	var errs []error
@@ -118,7 +116,7 @@ func (s *OrphanScanner) Scan(ctx context.Context) ([]string, error) {
 		if !known {
 			first = now
 			s.firstSeen[d.Slot] = now
-			s.event(ReasonOrphanedDisk, "RDS disk %s (file %s) belongs to this driver but no PersistentVolume references it; %s",
+			s.event(ctx, ReasonOrphanedDisk, "RDS disk %s (file %s) belongs to this driver but no PersistentVolume references it; %s",
 				d.Slot, d.FilePath, s.policy())
 			s.Log.Info("orphaned disk", "slot", d.Slot, "file", d.FilePath, "delete", s.Delete)
 		}
@@ -155,25 +153,49 @@ func (s *OrphanScanner) remove(ctx context.Context, d rds.Disk) error {
 	if s.BasePath == "" || !strings.HasPrefix(d.FilePath, strings.TrimSuffix(s.BasePath, "/")+"/") {
 		return fmt.Errorf("orphaned disk %s: its file %q is outside %q; not deleting it", d.Slot, d.FilePath, s.BasePath)
 	}
-	err := s.Volumes.WhileReleased(ctx, d.Slot, func() error { return s.Storage.DeleteDisk(ctx, d.Slot, d.FilePath) })
+	err := s.Volumes.WhileReleased(ctx, d.Slot, func() error {
+		// The cache may be behind a PV created a moment ago: ask the API
+		// server, under the volume's lock.
+		var pvs corev1.PersistentVolumeList
+		if err := s.Live.List(ctx, &pvs); err != nil {
+			return fmt.Errorf("listing PersistentVolumes: %w", err)
+		}
+		if usedHandles(pvs.Items)[d.Slot] {
+			return fmt.Errorf("a PersistentVolume references it now; not deleting it")
+		}
+		return s.Storage.DeleteDisk(ctx, d.Slot, d.FilePath)
+	})
 	if err != nil {
 		return fmt.Errorf("deleting orphaned disk %s: %w", d.Slot, err)
 	}
 	if s.deleted != nil {
 		s.deleted.Inc()
 	}
-	s.event(ReasonOrphanedDiskDeleted, "orphaned RDS disk %s and its file %s were deleted (orphaned for at least %s)", d.Slot, d.FilePath, s.MinAge)
+	s.event(ctx, ReasonOrphanedDiskDeleted, "orphaned RDS disk %s and its file %s were deleted (orphaned for at least %s)", d.Slot, d.FilePath, s.MinAge)
 	s.Log.Info("orphaned disk deleted", "slot", d.Slot, "file", d.FilePath)
 	return nil
 }
 
+// usedHandles are the volume handles of every CSI PV, of any driver: a
+// disk another deployment with the same prefix uses is not an orphan.
+func usedHandles(pvs []corev1.PersistentVolume) map[string]bool {
+	used := map[string]bool{}
+	for _, pv := range pvs {
+		if pv.Spec.CSI != nil {
+			used[pv.Spec.CSI.VolumeHandle] = true
+		}
+	}
+	return used
+}
+
 // event records on the driver's CSIDriver object, when it exists.
-func (s *OrphanScanner) event(reason, format string, args ...any) {
+func (s *OrphanScanner) event(ctx context.Context, reason, format string, args ...any) {
 	if s.Recorder == nil {
 		return
 	}
 	var drv storagev1.CSIDriver
-	if err := s.Reader.Get(context.Background(), client.ObjectKey{Name: s.Driver}, &drv); err != nil {
+	if err := s.Live.Get(ctx, client.ObjectKey{Name: s.Driver}, &drv); err != nil {
+		s.Log.Info("no event: CSIDriver not readable", "driver", s.Driver, "error", err.Error())
 		return
 	}
 	s.Recorder.Eventf(&drv, nil, corev1.EventTypeWarning, reason, "Scan", format, args...)

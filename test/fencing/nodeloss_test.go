@@ -39,7 +39,7 @@ func startNodeLoss(t testing.TB, f *fixture, notReadyAfter, sweep time.Duration)
 	cs := kubernetes.NewForConfigOrDie(restCfg)
 	b := events.NewBroadcaster(&events.EventSinkImpl{Interface: cs.EventsV1()})
 	var ready atomic.Bool // set once the fencing core reads this manager's cache
-	r := &reconciler.NodeReconciler{Reader: mgr.GetCache(), Writer: mgr.GetClient(), Attachments: f.mgr, Driver: csi.DefaultDriverName,
+	r := &reconciler.NodeReconciler{Reader: mgr.GetCache(), Writer: mgr.GetClient(), Live: mgr.GetAPIReader(), Attachments: f.mgr, Driver: csi.DefaultDriverName,
 		Recorder: b.NewRecorder(scheme, "rds-fence-controller"), NotReadyAfter: notReadyAfter, Workers: 8, Log: testLog(t),
 		Ready: ready.Load}
 	if err := r.SetupWithManager(mgr, sweep); err != nil {
@@ -112,10 +112,19 @@ func TestNodeLossReleasesVolumes(t *testing.T) {
 			va := &storagev1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Name: f.ns + "-va"},
 				Spec: storagev1.VolumeAttachmentSpec{Attacher: csi.DefaultDriverName, NodeName: a,
 					Source: storagev1.VolumeAttachmentSource{PersistentVolumeName: ptrTo(f.persisted(ids[0]).PV)}}}
-			if err := direct.Create(t.Context(), va); err != nil {
-				t.Fatal(err)
+			// Never touched: another node's, and another driver's on the lost node.
+			otherNode := &storagev1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Name: f.ns + "-va-b"},
+				Spec: storagev1.VolumeAttachmentSpec{Attacher: csi.DefaultDriverName, NodeName: b,
+					Source: storagev1.VolumeAttachmentSource{PersistentVolumeName: ptrTo(f.persisted(ids[1]).PV)}}}
+			otherDriver := &storagev1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Name: f.ns + "-va-ebs"},
+				Spec: storagev1.VolumeAttachmentSpec{Attacher: "ebs.csi.aws.com", NodeName: a,
+					Source: storagev1.VolumeAttachmentSource{PersistentVolumeName: ptrTo("some-ebs-pv")}}}
+			for _, v := range []*storagev1.VolumeAttachment{va, otherNode, otherDriver} {
+				if err := direct.Create(t.Context(), v); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = direct.Delete(context.Background(), v) })
 			}
-			t.Cleanup(func() { _ = direct.Delete(context.Background(), va) })
 			startNodeLoss(t, f, time.Hour, time.Hour)
 			c.lose(f, a)
 			for _, id := range ids {
@@ -136,6 +145,12 @@ func TestNodeLossReleasesVolumes(t *testing.T) {
 			gone := func(ctx context.Context) bool {
 				var got storagev1.VolumeAttachment
 				return apierrors.IsNotFound(direct.Get(ctx, client.ObjectKeyFromObject(va), &got))
+			}
+			for _, v := range []*storagev1.VolumeAttachment{otherNode, otherDriver} {
+				var got storagev1.VolumeAttachment
+				if err := direct.Get(t.Context(), client.ObjectKeyFromObject(v), &got); err != nil {
+					t.Fatalf("VolumeAttachment %s was touched: %v", v.Name, err)
+				}
 			}
 			if c.name == "node deleted" {
 				waitFor(f, gone)

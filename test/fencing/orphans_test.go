@@ -31,9 +31,12 @@ func TestOrphanedDisks(t *testing.T) {
 	ids := csi.VolumeIDs{SlotPrefix: "pvc-", NQNPrefix: "nqn.2000-02.com.mikrotik:", BasePath: "/storage-pool/kubernetes-volumes"}
 	orphan := ids.Slot("pvc-0rphan00-0000-4000-8000-000000000000")
 	foreign := "vm-disk-of-someone-else"
-	for _, slot := range []string{orphan, foreign} {
+	manual := "pvc-manual"                                          // the prefix, not the driver's ID shape
+	outside := ids.Slot("pvc-0ut51de0-0000-4000-8000-000000000000") // the driver's shape, file elsewhere
+	for _, slot := range []string{orphan, foreign, manual} {
 		f.sim.Sim.Exec(fmt.Sprintf(`/disk add type=file file-path="/storage-pool/kubernetes-volumes/%s.img" file-size=1M slot="%s" nvme-tcp-export=yes nvme-tcp-server-port=4420 nvme-tcp-server-nqn="nqn.2000-02.com.mikrotik:%s"`, slot, slot, slot))
 	}
+	f.sim.Sim.Exec(fmt.Sprintf(`/disk add type=file file-path="/storage-pool/other/%s.img" file-size=1M slot="%s"`, outside, outside))
 	drv := &storagev1.CSIDriver{ObjectMeta: metav1.ObjectMeta{Name: csi.DefaultDriverName}}
 	if err := direct.Create(t.Context(), drv); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
@@ -41,7 +44,7 @@ func TestOrphanedDisks(t *testing.T) {
 	f.mustPublish(withPV, a, false)
 	now := time.Now()
 	scanner := func(del bool) (*reconciler.OrphanScanner, *prometheus.Registry) {
-		s := &reconciler.OrphanScanner{Storage: f.rds, Volumes: f.mgr, Reader: cached, Driver: csi.DefaultDriverName,
+		s := &reconciler.OrphanScanner{Storage: f.rds, Volumes: f.mgr, Reader: cached, Live: direct, Driver: csi.DefaultDriverName,
 			Prefix: ids.SlotPrefix, BasePath: ids.BasePath, Owns: ids.Owns, Delete: del, MinAge: time.Hour,
 			Recorder: recorder, Now: func() time.Time { return now }, Log: testLog(t)}
 		reg := prometheus.NewRegistry()
@@ -54,8 +57,11 @@ func TestOrphanedDisks(t *testing.T) {
 
 	report, reg := scanner(false)
 	got, err := report.Scan(t.Context())
-	if err != nil || !slices.Equal(got, []string{orphan}) {
-		t.Fatalf("orphans = %v, %v; want [%s]", got, err, orphan)
+	slices.Sort(got)
+	want := []string{orphan, outside}
+	slices.Sort(want)
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("orphans = %v, %v; want %v", got, err, want)
 	}
 	if v, _ := testutil.GatherAndCount(reg, "rds_fence_orphaned_disks"); v != 1 {
 		t.Fatal("orphan gauge not exported")
@@ -87,11 +93,15 @@ func TestOrphanedDisks(t *testing.T) {
 		t.Fatalf("deleted before the minimum age (err %v)", err)
 	}
 	now = now.Add(time.Minute)
-	if _, err := del.Scan(t.Context()); err != nil || exists(orphan) {
+	_, err = del.Scan(t.Context())
+	if exists(orphan) {
 		t.Fatalf("not deleted after the minimum age (err %v)", err)
 	}
-	if !exists(foreign) || !exists(withPV) {
-		t.Fatal("a disk outside the prefix or with a PV was touched")
+	if err == nil || !strings.Contains(err.Error(), "outside") || !exists(outside) {
+		t.Fatalf("the orphan whose file is outside the base path: err %v, exists %v", err, exists(outside))
+	}
+	if !exists(foreign) || !exists(withPV) || !exists(manual) {
+		t.Fatal("a disk outside the prefix, not of the driver's shape, or with a PV was touched")
 	}
 	if got := f.allowed(withPV); got != hostNQN(a) {
 		t.Fatalf("held volume's fence = %q", got)

@@ -123,8 +123,13 @@ func ParseControllerFlags(args []string, version string) (*ControllerOptions, fu
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
-	if r.SweepInterval <= 0 || r.ReleaseWorkers <= 0 || r.NotReadyWarnAfter <= 0 || r.OrphanScanInterval <= 0 || r.OrphanMinAge <= 0 {
-		return nil, nil, errors.New("--node-not-ready-warning-after, --node-sweep-interval, --release-workers, --orphan-scan-interval and --orphan-min-age must be positive")
+	if r.SweepInterval <= 0 || r.ReleaseWorkers <= 0 || r.NotReadyWarnAfter <= 0 || r.OrphanScanInterval <= 0 {
+		return nil, nil, errors.New("--node-not-ready-warning-after, --node-sweep-interval, --release-workers and --orphan-scan-interval must be positive")
+	}
+	if r.OrphanMinAge < time.Hour {
+		// A disk is orphaned for a moment between CreateVolume and the
+		// provisioner creating its PV; an hour is far beyond that.
+		return nil, nil, fmt.Errorf("--orphan-min-age must be at least 1h, got %s", r.OrphanMinAge)
 	}
 	d.Version = version
 	if d.TargetAddress == "" {

@@ -105,7 +105,7 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 	var orphans *reconciler.OrphanScanner
 	if o.Reconcile.OrphanScanInterval > 0 {
 		ids := o.Driver.IDs
-		orphans = &reconciler.OrphanScanner{Storage: storage, Volumes: att, Reader: mgr.GetCache(), Driver: o.Driver.Name,
+		orphans = &reconciler.OrphanScanner{Storage: storage, Volumes: att, Reader: mgr.GetCache(), Live: mgr.GetAPIReader(), Driver: o.Driver.Name,
 			Prefix: ids.SlotPrefix, BasePath: ids.BasePath, Owns: ids.Owns, Delete: o.Reconcile.OrphanDelete, MinAge: o.Reconcile.OrphanMinAge,
 			Recorder: mgr.GetEventRecorder("rds-fence-controller"), Log: log.WithName("orphans")}
 		if err := orphans.RegisterMetrics(reg); err != nil {
@@ -165,7 +165,7 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 	if err != nil {
 		return nil, err
 	}
-	nodes := &reconciler.NodeReconciler{Reader: mgr.GetCache(), Writer: mgr.GetClient(), Attachments: att, Driver: o.Driver.Name,
+	nodes := &reconciler.NodeReconciler{Reader: mgr.GetCache(), Writer: mgr.GetClient(), Live: mgr.GetAPIReader(), Attachments: att, Driver: o.Driver.Name,
 		Recorder: mgr.GetEventRecorder("rds-fence-controller"), NotReadyAfter: o.Reconcile.NotReadyWarnAfter,
 		Workers: o.Reconcile.ReleaseWorkers, Log: log.WithName("node-loss"),
 		Ready: func() bool {
