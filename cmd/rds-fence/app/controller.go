@@ -33,6 +33,12 @@ type ReconcileOptions struct {
 	OrphanScanInterval time.Duration
 	OrphanDelete       bool
 	OrphanMinAge       time.Duration
+	// Drift checks: every DriftInterval and on DriftTrigger (the RDS
+	// connection came back); a holder without an attached VolumeAttachment
+	// is reported after NoAttachmentAfter.
+	DriftInterval     time.Duration
+	NoAttachmentAfter time.Duration
+	DriftTrigger      <-chan struct{}
 }
 
 // RDSOptions say how to reach and trust the RDS over SSH.
@@ -118,13 +124,15 @@ func ParseControllerFlags(args []string, version string) (*ControllerOptions, fu
 	fs.DurationVar(&r.SweepInterval, "node-sweep-interval", 30*time.Second, "how often every holding node is checked (catches nodes deleted while no controller led)")
 	fs.IntVar(&r.ReleaseWorkers, "release-workers", 8, "volumes of a lost node released at once")
 	fs.DurationVar(&r.OrphanScanInterval, "orphan-scan-interval", 10*time.Minute, "how often RDS disks of this driver without a PV are looked for (reported by event and metric)")
+	fs.DurationVar(&r.DriftInterval, "drift-check-interval", 5*time.Minute, "how often PV records, VolumeAttachments and the RDS fence are compared with the controller's records (also after an RDS reconnect)")
+	fs.DurationVar(&r.NoAttachmentAfter, "record-without-attachment-after", 10*time.Minute, "report a holder whose VolumeAttachment has not been attached for this long")
 	fs.BoolVar(&r.OrphanDelete, "orphan-delete", false, "delete orphaned disks and their files (default: report only)")
 	fs.DurationVar(&r.OrphanMinAge, "orphan-min-age", 24*time.Hour, "with --orphan-delete: how long a disk must have been seen orphaned (by this controller) before it is deleted")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
-	if r.SweepInterval <= 0 || r.ReleaseWorkers <= 0 || r.NotReadyWarnAfter <= 0 || r.OrphanScanInterval <= 0 {
-		return nil, nil, errors.New("--node-not-ready-warning-after, --node-sweep-interval, --release-workers and --orphan-scan-interval must be positive")
+	if r.SweepInterval <= 0 || r.ReleaseWorkers <= 0 || r.NotReadyWarnAfter <= 0 || r.OrphanScanInterval <= 0 || r.DriftInterval <= 0 || r.NoAttachmentAfter <= 0 {
+		return nil, nil, errors.New("--node-not-ready-warning-after, --node-sweep-interval, --release-workers, --orphan-scan-interval, --drift-check-interval and --record-without-attachment-after must be positive")
 	}
 	if r.OrphanMinAge < time.Hour {
 		// A disk is orphaned for a moment between CreateVolume and the
@@ -150,7 +158,14 @@ func RunController(ctx context.Context, args []string, version string) error {
 	}
 	log := newLog()
 	ctrllog.SetLogger(log) // controller-runtime's own components (certwatcher, caches) log through it
-	client, err := o.RDS.NewClient(log, nil)
+	reconnected := make(chan struct{}, 1)
+	o.Reconcile.DriftTrigger = reconnected
+	client, err := o.RDS.NewClient(log, func() {
+		select {
+		case reconnected <- struct{}{}: // a full drift check
+		default:
+		}
+	})
 	if err != nil {
 		return err
 	}

@@ -160,6 +160,11 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 		if orphans != nil {
 			go orphans.Run(ctx, o.Reconcile.OrphanScanInterval)
 		}
+		if o.Reconcile.DriftInterval > 0 {
+			drift := &reconciler.DriftRunner{Check: att.CheckDrift, Checker: &attachment.DriftChecker{NoAttachmentAfter: o.Reconcile.NoAttachmentAfter},
+				Interval: o.Reconcile.DriftInterval, Trigger: o.Reconcile.DriftTrigger, Log: log.WithName("drift")}
+			go drift.Run(ctx)
+		}
 		return serve(ctx, drv)
 	}))
 	if err != nil {
