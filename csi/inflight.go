@@ -1,6 +1,10 @@
 package csi
 
-import "sync"
+import (
+	"errors"
+	"fmt"
+	"sync"
+)
 
 // inFlight tracks the volumes (by ID or name) that have an operation in
 // progress, so that a second concurrent operation on the same volume is
@@ -34,4 +38,19 @@ func (f *inFlight) unlock(keys ...string) {
 	for _, k := range keys {
 		delete(f.keys, k)
 	}
+}
+
+// errBusy: another operation on the volume is in progress.
+var errBusy = errors.New("an operation on the volume is in progress")
+
+// WhileIdle runs fn while no CSI operation (CreateVolume, DeleteVolume,
+// expansion) is in progress on the volume, and keeps new ones out until
+// fn returns: they fail with Aborted and are retried by their sidecar.
+// When one is in progress, fn does not run and the error says so.
+func (d *Driver) WhileIdle(volumeID string, fn func() error) error {
+	if !d.inflight.tryLock(volumeID) {
+		return fmt.Errorf("volume %s: %w", volumeID, errBusy)
+	}
+	defer d.inflight.unlock(volumeID)
+	return fn()
 }

@@ -11,14 +11,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/rds-fence/rds-fence/attachment"
 )
@@ -83,11 +86,21 @@ func (r *NodeReconciler) SetupWithManager(mgr ctrl.Manager, sweep time.Duration)
 		o, n := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
 		return o == nil || n == nil || outOfService(o) != outOfService(n) || readySince(o) != readySince(n)
 	}}
-	if err := ctrl.NewControllerManagedBy(mgr).For(&corev1.Node{}, builder.WithPredicates(changed)).Named("node-loss").Complete(r); err != nil {
+	// The sweep feeds the same queue, so its requests get the controller's
+	// retries, backoff and RequeueAfter.
+	swept := make(chan event.TypedGenericEvent[*corev1.Node], 256)
+	if err := ctrl.NewControllerManagedBy(mgr).For(&corev1.Node{}, builder.WithPredicates(changed)).
+		WatchesRawSource(source.Channel(swept, &handler.TypedEnqueueRequestForObject[*corev1.Node]{})).
+		Named("node-loss").Complete(r); err != nil {
 		return err
 	}
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		r.Sweep(ctx, sweep)
+		r.Sweep(ctx, sweep, func(node string) {
+			select {
+			case swept <- event.TypedGenericEvent[*corev1.Node]{Object: &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}}:
+			case <-ctx.Done():
+			}
+		})
 		return nil
 	}))
 }
@@ -288,10 +301,10 @@ func (r *NodeReconciler) claimOfPV(ctx context.Context, pvName *string) *corev1.
 	return r.claim(ctx, pv.Spec.ClaimRef.Namespace+"/"+pv.Spec.ClaimRef.Name)
 }
 
-// Sweep reconciles every holder node at start (once the store is ready)
-// and every interval: a node deleted while no controller was leading
-// sends no event, and a failed release is retried here too.
-func (r *NodeReconciler) Sweep(ctx context.Context, interval time.Duration) {
+// Sweep hands every holder node to enqueue at start (once the store is
+// ready) and every interval: a node deleted while no controller was
+// leading sends no event, and a failed release is retried here too.
+func (r *NodeReconciler) Sweep(ctx context.Context, interval time.Duration, enqueue func(node string)) {
 	if interval <= 0 {
 		interval = DefaultSweepInterval
 	}
@@ -300,9 +313,7 @@ func (r *NodeReconciler) Sweep(ctx context.Context, interval time.Duration) {
 	for {
 		if r.Ready == nil || r.Ready() {
 			for _, n := range r.Attachments.HolderNodes() {
-				if _, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKey{Name: n}}); err != nil {
-					r.Log.Error(err, "sweep: node not reconciled; retried at the next sweep", "node", n)
-				}
+				enqueue(n)
 			}
 		}
 		select {

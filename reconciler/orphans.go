@@ -47,7 +47,11 @@ type Releaser interface {
 type OrphanScanner struct {
 	Storage OrphanStorage
 	Volumes Releaser
-	Reader  client.Reader // PVs (the cache)
+	// Idle, when set, runs a deletion only while no CSI operation (a
+	// CreateVolume retry, say) is in progress on the volume
+	// (csi.Driver.WhileIdle).
+	Idle   func(volumeID string, fn func() error) error
+	Reader client.Reader // PVs (the cache)
 	// Live reads from the API server: before a deletion, that no PV
 	// references the disk; the CSIDriver for events.
 	Live     client.Reader
@@ -153,17 +157,23 @@ func (s *OrphanScanner) remove(ctx context.Context, d rds.Disk) error {
 	if s.BasePath == "" || !strings.HasPrefix(d.FilePath, strings.TrimSuffix(s.BasePath, "/")+"/") {
 		return fmt.Errorf("orphaned disk %s: its file %q is outside %q; not deleting it", d.Slot, d.FilePath, s.BasePath)
 	}
+	idle := s.Idle
+	if idle == nil {
+		idle = func(_ string, fn func() error) error { return fn() }
+	}
 	err := s.Volumes.WhileReleased(ctx, d.Slot, func() error {
-		// The cache may be behind a PV created a moment ago: ask the API
-		// server, under the volume's lock.
-		var pvs corev1.PersistentVolumeList
-		if err := s.Live.List(ctx, &pvs); err != nil {
-			return fmt.Errorf("listing PersistentVolumes: %w", err)
-		}
-		if usedHandles(pvs.Items)[d.Slot] {
-			return fmt.Errorf("a PersistentVolume references it now; not deleting it")
-		}
-		return s.Storage.DeleteDisk(ctx, d.Slot, d.FilePath)
+		return idle(d.Slot, func() error {
+			// The cache may be behind a PV created a moment ago: ask the API
+			// server, under the volume's lock.
+			var pvs corev1.PersistentVolumeList
+			if err := s.Live.List(ctx, &pvs); err != nil {
+				return fmt.Errorf("listing PersistentVolumes: %w", err)
+			}
+			if usedHandles(pvs.Items)[d.Slot] {
+				return fmt.Errorf("a PersistentVolume references it now; not deleting it")
+			}
+			return s.Storage.DeleteDisk(ctx, d.Slot, d.FilePath)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("deleting orphaned disk %s: %w", d.Slot, err)

@@ -44,7 +44,7 @@ func TestOrphanedDisks(t *testing.T) {
 	f.mustPublish(withPV, a, false)
 	now := time.Now()
 	scanner := func(del bool) (*reconciler.OrphanScanner, *prometheus.Registry) {
-		s := &reconciler.OrphanScanner{Storage: f.rds, Volumes: f.mgr, Reader: cached, Live: direct, Driver: csi.DefaultDriverName,
+		s := &reconciler.OrphanScanner{Storage: f.rds, Volumes: f.mgr, Idle: f.drv.WhileIdle, Reader: cached, Live: direct, Driver: csi.DefaultDriverName,
 			Prefix: ids.SlotPrefix, BasePath: ids.BasePath, Owns: ids.Owns, Delete: del, MinAge: time.Hour,
 			Recorder: recorder, Now: func() time.Time { return now }, Log: testLog(t)}
 		reg := prometheus.NewRegistry()
@@ -93,6 +93,15 @@ func TestOrphanedDisks(t *testing.T) {
 		t.Fatalf("deleted before the minimum age (err %v)", err)
 	}
 	now = now.Add(time.Minute)
+	// A CSI operation in progress on the volume (a CreateVolume retry):
+	// not now.
+	busy := f.drv.WhileIdle(orphan, func() error {
+		_, err := del.Scan(t.Context())
+		return err
+	})
+	if busy == nil || !strings.Contains(busy.Error(), "in progress") || !exists(orphan) {
+		t.Fatalf("deleted while a CSI operation was in progress (err %v)", busy)
+	}
 	_, err = del.Scan(t.Context())
 	if exists(orphan) {
 		t.Fatalf("not deleted after the minimum age (err %v)", err)

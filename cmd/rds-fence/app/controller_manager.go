@@ -105,7 +105,7 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 	var orphans *reconciler.OrphanScanner
 	if o.Reconcile.OrphanScanInterval > 0 {
 		ids := o.Driver.IDs
-		orphans = &reconciler.OrphanScanner{Storage: storage, Volumes: att, Reader: mgr.GetCache(), Live: mgr.GetAPIReader(), Driver: o.Driver.Name,
+		orphans = &reconciler.OrphanScanner{Storage: storage, Volumes: att, Idle: drv.WhileIdle, Reader: mgr.GetCache(), Live: mgr.GetAPIReader(), Driver: o.Driver.Name,
 			Prefix: ids.SlotPrefix, BasePath: ids.BasePath, Owns: ids.Owns, Delete: o.Reconcile.OrphanDelete, MinAge: o.Reconcile.OrphanMinAge,
 			Recorder: mgr.GetEventRecorder("rds-fence-controller"), Log: log.WithName("orphans")}
 		if err := orphans.RegisterMetrics(reg); err != nil {
