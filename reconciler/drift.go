@@ -11,30 +11,53 @@ import (
 
 // DriftRunner runs the fencing core's drift check (PV records,
 // VolumeAttachments and the RDS fence against the controller's records;
-// see attachment.Manager.CheckDrift) every Interval and whenever Trigger
-// fires — the RDS client signals it after a lost connection comes back,
-// since the fence may have been changed (or a write lost) meanwhile.
+// see attachment.Manager.CheckDrift) every Interval, and soon after a
+// signal: Reconnected (the RDS client signals it when a lost connection
+// comes back, since the fence may have changed or a write been lost
+// meanwhile) or Changed (a PV or VolumeAttachment changed). Signals are
+// coalesced: a signalled check runs at most once per MinSpacing, since a
+// check lists every PV, VolumeAttachment and RDS disk.
 type DriftRunner struct {
-	Check    func(ctx context.Context, dc *attachment.DriftChecker) ([]attachment.Drift, error)
-	Checker  *attachment.DriftChecker
-	Interval time.Duration
-	Trigger  <-chan struct{}
-	Log      logr.Logger
+	Check       func(ctx context.Context, dc *attachment.DriftChecker) ([]attachment.Drift, error)
+	Checker     *attachment.DriftChecker
+	Interval    time.Duration
+	MinSpacing  time.Duration
+	Reconnected <-chan struct{}
+	Changed     <-chan struct{}
+	Log         logr.Logger
 }
 
 // Run checks until ctx ends. A failed check is logged and retried at the
-// next tick or trigger.
+// next tick or signal.
 func (r *DriftRunner) Run(ctx context.Context) {
 	t := time.NewTicker(r.Interval)
 	defer t.Stop()
+	var last time.Time
+	pending := ""
 	for {
+		var due <-chan time.Time
+		if pending != "" {
+			wait := r.MinSpacing - time.Since(last)
+			if wait <= 0 {
+				r.once(ctx, pending)
+				last, pending = time.Now(), ""
+				continue
+			}
+			due = time.After(wait)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 			r.once(ctx, "periodic")
-		case <-r.Trigger:
-			r.once(ctx, "rds-reconnected")
+			last, pending = time.Now(), ""
+		case <-r.Reconnected:
+			pending = "rds-reconnected"
+		case <-r.Changed:
+			if pending == "" {
+				pending = "objects-changed"
+			}
+		case <-due:
 		}
 	}
 }
@@ -47,4 +70,12 @@ func (r *DriftRunner) once(ctx context.Context, why string) {
 		return
 	}
 	r.Log.Info("drift check done", "trigger", why, "drifts", len(drifts), "duration", time.Since(start))
+}
+
+// Signal sends on ch without blocking (a pending signal is enough).
+func Signal(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }

@@ -19,6 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/tools/clientcmd"
 
+	storagev1 "k8s.io/api/storage/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/rds-fence/rds-fence/cmd/rds-fence/app"
 	"github.com/rds-fence/rds-fence/csi"
 )
@@ -39,7 +42,7 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 	sock := filepath.Join(dir, "csi.sock")
 	o, _, err := app.ParseControllerFlags([]string{"--rds-address=" + f.sim.Server.Addr(), "--rds-key-file=/unused",
 		"--rds-insecure-ignore-host-key", "--kubeconfig=" + kc, "--leader-elect=false", "--metrics-address=0", "--health-address=0",
-		"--endpoint=unix://" + sock}, "test")
+		"--endpoint=unix://" + sock, "--drift-check-min-spacing=50ms"}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,10 +97,12 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 	}
 	defer func() { _ = conn.Close() }()
 	ctl := csipb.NewControllerClient(conn)
-	caps, err := ctl.ControllerGetCapabilities(t.Context(), &csipb.ControllerGetCapabilitiesRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The socket file appears at bind(), a moment before listen(): retry.
+	var caps *csipb.ControllerGetCapabilitiesResponse
+	waitFor(f, func(ctx context.Context) bool {
+		caps, err = ctl.ControllerGetCapabilities(ctx, &csipb.ControllerGetCapabilitiesRequest{})
+		return err == nil
+	})
 	var offered []csipb.ControllerServiceCapability_RPC_Type
 	for _, c := range caps.GetCapabilities() {
 		offered = append(offered, c.GetRpc().GetType())
@@ -128,4 +133,19 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 	if got := f.allowed(id); got != hostNQN(b) {
 		t.Fatalf("fence = %q", got)
 	}
+
+	// Drift, repaired on change: the RDS fence is changed behind the
+	// controller's back; the next VolumeAttachment change triggers a check
+	// that re-applies the record's fence.
+	if err := f.rds.SetAllowedHost(t.Context(), id, "nqn.2014-08.org.nvmexpress:uuid:mallory"); err != nil {
+		t.Fatal(err)
+	}
+	pv := f.persisted(id).PV
+	va := &storagev1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Name: f.ns + "-va"},
+		Spec: storagev1.VolumeAttachmentSpec{Attacher: csi.DefaultDriverName, NodeName: b, Source: storagev1.VolumeAttachmentSource{PersistentVolumeName: &pv}}}
+	if err := direct.Create(t.Context(), va); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = direct.Delete(context.Background(), va) })
+	waitFor(f, func(context.Context) bool { return f.allowed(id) == hostNQN(b) })
 }

@@ -178,7 +178,7 @@ func TestDriftCheckAfterRDSReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	runner := &reconciler.DriftRunner{Check: f.mgr.CheckDrift, Checker: &attachment.DriftChecker{NoAttachmentAfter: time.Hour},
-		Interval: time.Hour, Trigger: trigger, Log: logr.Discard()}
+		Interval: time.Hour, Reconnected: trigger, Log: logr.Discard()}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); runner.Run(ctx) }()

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -227,3 +228,48 @@ func testLog(t testing.TB) logr.Logger {
 	}
 	return funcr.New(func(prefix, args string) { t.Log(prefix, args) }, funcr.Options{})
 }
+
+// TestNodeLossUnderAPIFailures: PV writes fail for a while during a node
+// loss. Each failed release restores the fence (the record still names the
+// node), so fence and record never disagree toward admitting a node the
+// record does not name; the release is retried with backoff until it
+// succeeds.
+func TestNodeLossUnderAPIFailures(t *testing.T) {
+	var failures atomic.Int32
+	failures.Store(3)
+	f := newFixture(t, func(c *kube.Cluster) {
+		c.Writer = interceptor.NewClient(directWatch, interceptor.Funcs{
+			Patch: func(ctx context.Context, cl client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+				if _, ok := obj.(*corev1.PersistentVolume); ok && failures.Load() > 0 && failing.Load() {
+					failures.Add(-1)
+					return apierrors.NewServiceUnavailable("etcd is sad")
+				}
+				return cl.Patch(ctx, obj, p, opts...)
+			},
+		})
+	})
+	a := f.node("a")
+	ids := []string{f.volume("one", false), f.volume("two", false)}
+	for _, id := range ids {
+		f.mustPublish(id, a, false)
+	}
+	failing.Store(true)
+	t.Cleanup(func() { failing.Store(false) })
+	startNodeLoss(t, f, time.Hour, time.Hour)
+	if err := direct.Delete(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: a}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		f.released(id)
+	}
+	if failures.Load() != 0 {
+		t.Fatalf("%d injected failures never hit", failures.Load())
+	}
+	if n := testutilValue(f.metrics.Operations.WithLabelValues("release", "error")); n < 1 {
+		t.Fatalf("%v failed releases recorded", n)
+	}
+}
+
+// failing gates the interceptor of TestNodeLossUnderAPIFailures to the
+// release (the publishes before it succeed).
+var failing atomic.Bool

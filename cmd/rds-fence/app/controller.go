@@ -12,6 +12,7 @@ import (
 
 	"github.com/rds-fence/rds-fence/csi"
 	"github.com/rds-fence/rds-fence/rds"
+	"github.com/rds-fence/rds-fence/reconciler"
 )
 
 // ControllerOptions are the controller subcommand's settings.
@@ -37,6 +38,7 @@ type ReconcileOptions struct {
 	// connection came back); a holder without an attached VolumeAttachment
 	// is reported after NoAttachmentAfter.
 	DriftInterval     time.Duration
+	DriftMinSpacing   time.Duration
 	NoAttachmentAfter time.Duration
 	DriftTrigger      <-chan struct{}
 }
@@ -125,6 +127,7 @@ func ParseControllerFlags(args []string, version string) (*ControllerOptions, fu
 	fs.IntVar(&r.ReleaseWorkers, "release-workers", 8, "volumes of a lost node released at once")
 	fs.DurationVar(&r.OrphanScanInterval, "orphan-scan-interval", 10*time.Minute, "how often RDS disks of this driver without a PV are looked for (reported by event and metric)")
 	fs.DurationVar(&r.DriftInterval, "drift-check-interval", 5*time.Minute, "how often PV records, VolumeAttachments and the RDS fence are compared with the controller's records (also after an RDS reconnect)")
+	fs.DurationVar(&r.DriftMinSpacing, "drift-check-min-spacing", time.Minute, "a drift check signalled by a PV or VolumeAttachment change, or an RDS reconnect, runs at most this often")
 	fs.DurationVar(&r.NoAttachmentAfter, "record-without-attachment-after", 10*time.Minute, "report a holder whose VolumeAttachment has not been attached for this long")
 	fs.BoolVar(&r.OrphanDelete, "orphan-delete", false, "delete orphaned disks and their files (default: report only)")
 	fs.DurationVar(&r.OrphanMinAge, "orphan-min-age", 24*time.Hour, "with --orphan-delete: how long a disk must have been seen orphaned (by this controller) before it is deleted")
@@ -160,12 +163,7 @@ func RunController(ctx context.Context, args []string, version string) error {
 	ctrllog.SetLogger(log) // controller-runtime's own components (certwatcher, caches) log through it
 	reconnected := make(chan struct{}, 1)
 	o.Reconcile.DriftTrigger = reconnected
-	client, err := o.RDS.NewClient(log, func() {
-		select {
-		case reconnected <- struct{}{}: // a full drift check
-		default:
-		}
-	})
+	client, err := o.RDS.NewClient(log, func() { reconciler.Signal(reconnected) }) // a full drift check
 	if err != nil {
 		return err
 	}

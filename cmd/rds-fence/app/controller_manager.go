@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	kubevirtv1 "kubevirt.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -161,8 +162,23 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 			go orphans.Run(ctx, o.Reconcile.OrphanScanInterval)
 		}
 		if o.Reconcile.DriftInterval > 0 {
+			changed := make(chan struct{}, 1)
+			signal := toolscache.ResourceEventHandlerFuncs{
+				AddFunc:    func(any) { reconciler.Signal(changed) },
+				UpdateFunc: func(any, any) { reconciler.Signal(changed) },
+			}
+			for _, obj := range []client.Object{&corev1.PersistentVolume{}, &storagev1.VolumeAttachment{}} {
+				inf, err := mgr.GetCache().GetInformer(ctx, obj)
+				if err != nil {
+					return err
+				}
+				if _, err := inf.AddEventHandler(signal); err != nil {
+					return err
+				}
+			}
 			drift := &reconciler.DriftRunner{Check: att.CheckDrift, Checker: &attachment.DriftChecker{NoAttachmentAfter: o.Reconcile.NoAttachmentAfter},
-				Interval: o.Reconcile.DriftInterval, Trigger: o.Reconcile.DriftTrigger, Log: log.WithName("drift")}
+				Interval: o.Reconcile.DriftInterval, MinSpacing: o.Reconcile.DriftMinSpacing,
+				Reconnected: o.Reconcile.DriftTrigger, Changed: changed, Log: log.WithName("drift")}
 			go drift.Run(ctx)
 		}
 		return serve(ctx, drv)
