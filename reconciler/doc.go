@@ -13,6 +13,9 @@
 // OrphanScanner reports RDS disks of this driver that no PersistentVolume
 // references; deleting them is opt-in and waits for a minimum age.
 //
+// DriftRunner runs attachment.Manager.CheckDrift periodically, after an
+// RDS reconnect and after PV or VolumeAttachment changes.
+//
 // Event reasons, a documented list (on the PVC unless said otherwise):
 //
 //	StaleAttachmentCleared        the volume was released from a lost node

@@ -95,7 +95,8 @@ func BenchmarkControllerPublish(b *testing.B) {
 // BenchmarkRebuild10000 creates 10,000 annotated PVs with attached
 // VolumeAttachments in the real API server and 10,000 disks on the
 // simulator, then measures a rebuild: the List calls alone, the whole
-// rebuild, and the store's resident memory.
+// rebuild, the store's resident memory, and then one drift check while
+// serving (the same lists, plus a lock per volume).
 func BenchmarkRebuild10000(b *testing.B) {
 	const n = 10000
 	f := newFixture(b)
@@ -142,8 +143,18 @@ func BenchmarkRebuild10000(b *testing.B) {
 		if f.mgr.Store.Len() < n {
 			b.Fatalf("rebuilt %d records, want %d", f.mgr.Store.Len(), n)
 		}
+		start = time.Now()
+		drifts, err := f.mgr.CheckDrift(ctx, &attachment.DriftChecker{NoAttachmentAfter: time.Hour})
+		if err != nil {
+			b.Fatal(err)
+		}
+		driftTime := time.Since(start)
+		if len(mine(drifts, ids...)) != 0 {
+			b.Fatalf("drift check after a clean rebuild found %d drifts", len(drifts))
+		}
 		b.ReportMetric(listTime.Seconds(), "list-s")
 		b.ReportMetric(rebuildTime.Seconds(), "rebuild-s")
+		b.ReportMetric(driftTime.Seconds(), "drift-check-s")
 		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/(1<<20), "store-MiB")
 	}
 }
