@@ -43,6 +43,9 @@ type Cluster interface {
 	// live); otherwise it fails (another writer changed it). It returns the
 	// PV's new resourceVersion. A missing PV is an error wrapping ErrNoVolume.
 	PersistPV(ctx context.Context, prev, next Record) (string, error)
+	// LivePV reads a PV from the API server (not a cache); an error
+	// wrapping ErrNoVolume when it does not exist.
+	LivePV(ctx context.Context, name string) (*corev1.PersistentVolume, error)
 
 	// For the rebuild at start-up (read from the API server):
 	// ListPVs returns the driver's PVs.

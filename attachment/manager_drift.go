@@ -32,28 +32,32 @@ type DriftChecker struct {
 
 // CheckDrift compares, while serving, every volume's record in memory
 // with its PV annotation, its VolumeAttachments and the RDS fence, and
-// repairs toward safety: memory is the authority (the fence follows it,
-// and every change reaches the PV first), so
+// repairs toward safety. Memory is the authority for what the fence
+// admits (every grant reaches the PV before the fence and memory), so
 //
 //   - a fence that differs from the record is re-applied from it;
-//   - a PV whose record differs (or cannot be read) is rewritten from it;
-//   - an open fence on a disk nobody holds is closed;
+//   - a PV record that lacks holders memory has is widened to memory's;
+//   - a PV record that names holders memory does not know, or cannot be
+//     read, is not erased (another writer may be behind it): the volume is
+//     quarantined — no node may take it, its holders keep access — and
+//     reported, for an operator to resolve;
 //   - a VolumeAttachment attached to a node the record does not name is
 //     reported (the fence does not admit that node);
 //   - a holder without an attached VolumeAttachment is reported once after
 //     NoAttachmentAfter; it is released only when the node is confirmed
 //     gone (the node-loss reconciler).
 //
-// Memory is snapshotted first and each volume is compared under its lock;
-// a volume that changed in between is skipped until the next check, so an
-// operation in flight is never mistaken for drift. It returns the drifts
-// found; the error joins the repairs that failed (reads failing fail it
+// The store's change counter is read first and each volume is compared
+// under its lock; a volume whose record changed in between is skipped
+// until the next check, so an operation in flight is never taken for
+// drift. A mismatch seen in the (possibly cached) PV list is confirmed
+// with a live read before anything is reported. Findings that stay
+// unrepaired are reported once, until they go away. It returns the drifts
+// found; the error joins the repairs that failed (a failing list fails it
 // before any repair).
 func (m *Manager) CheckDrift(ctx context.Context, dc *DriftChecker) ([]Drift, error) {
-	before := map[string]Record{}
-	for _, r := range m.Store.List() {
-		before[r.VolumeID] = r
-	}
+	seq := m.Store.Seq()
+	held := m.Store.List()
 	pvs, err := m.Cluster.ListPVs(ctx)
 	if err != nil {
 		return nil, unavailable("listing PersistentVolumes: %v", err)
@@ -66,16 +70,16 @@ func (m *Manager) CheckDrift(ctx context.Context, dc *DriftChecker) ([]Drift, er
 	if err != nil {
 		return nil, unavailable("reading the storage fences: %v", err)
 	}
-	byID := map[string]int{}
+	obs := observation{seq: seq, pvs: map[string]*corev1.PersistentVolume{}, attached: attached, fences: fences}
 	ids := map[string]bool{}
-	for i, pv := range pvs {
+	for _, pv := range pvs {
 		if pv.Spec.CSI != nil {
-			byID[pv.Spec.CSI.VolumeHandle] = i
+			obs.pvs[pv.Spec.CSI.VolumeHandle] = pv
 			ids[pv.Spec.CSI.VolumeHandle] = true
 		}
 	}
-	for id := range before {
-		ids[id] = true
+	for _, r := range held {
+		ids[r.VolumeID] = true
 	}
 	for id := range fences {
 		ids[id] = true
@@ -87,15 +91,20 @@ func (m *Manager) CheckDrift(ctx context.Context, dc *DriftChecker) ([]Drift, er
 	sort.Strings(sorted)
 	var drifts []Drift
 	var errs []error
-	seenMissing := map[string]bool{}
+	seen := map[string]bool{}
 	for _, id := range sorted {
-		d, err := m.checkVolume(ctx, dc, id, before, pvs, byID, attached, fences, seenMissing)
+		if ctx.Err() != nil {
+			return drifts, ctx.Err()
+		}
+		vctx, cancel := context.WithTimeout(ctx, driftVolumeTimeout)
+		d, err := m.checkVolume(vctx, dc, id, obs, seen)
+		cancel()
 		drifts = append(drifts, d...)
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
-	dc.forgetExcept(seenMissing)
+	dc.forgetExcept(seen)
 	for _, d := range drifts {
 		m.Metrics.DriftSeen(d.Kind)
 		m.Events.Drift(d)
@@ -104,56 +113,53 @@ func (m *Manager) CheckDrift(ctx context.Context, dc *DriftChecker) ([]Drift, er
 	return drifts, errors.Join(errs...)
 }
 
-func sameRecord(a Record, aok bool, b Record, bok bool) bool {
-	return aok == bok && a.ResourceVersion == b.ResourceVersion && slices.Equal(a.Nodes(), b.Nodes()) && a.Quarantined == b.Quarantined
+// driftVolumeTimeout bounds the work on one volume (its lock is held).
+const driftVolumeTimeout = 30 * time.Second
+
+// observation is what a drift check listed before locking any volume.
+type observation struct {
+	seq      uint64
+	pvs      map[string]*corev1.PersistentVolume
+	attached map[string][]string
+	fences   map[string]string
 }
 
-func (m *Manager) checkVolume(ctx context.Context, dc *DriftChecker, id string, before map[string]Record,
-	pvs []*corev1.PersistentVolume, byID map[string]int, attached map[string][]string, fences map[string]string, seenMissing map[string]bool) ([]Drift, error) {
+func (m *Manager) checkVolume(ctx context.Context, dc *DriftChecker, id string, obs observation, seen map[string]bool) ([]Drift, error) {
 	unlock, err := m.Store.Lock(ctx, id)
 	if err != nil {
 		return nil, unavailable("%v", err)
 	}
 	defer unlock()
-	rec, held, _ := m.Store.Get(ctx, id)
-	prev, wasHeld := before[id]
-	if !sameRecord(rec, held, prev, wasHeld) {
+	if m.Store.ChangedSince(id, obs.seq) {
 		return nil, nil // changed during the check: next time
 	}
+	rec, held, _ := m.Store.Get(ctx, id)
 	if rec.Quarantined != "" {
-		return nil, nil // an operator's to resolve; reported at rebuild
+		return nil, nil // an operator's to resolve; reported when quarantined
 	}
 	var drifts []Drift
-	drift := func(kind, format string, args ...any) {
+	// report records a finding once until it goes away (key "" always).
+	report := func(key, kind, format string, args ...any) {
+		if key != "" {
+			seen[key] = true
+			if !dc.report(key) {
+				return
+			}
+		}
 		drifts = append(drifts, Drift{Kind: kind, VolumeID: id, PV: rec.PV, PVC: rec.PVC, Detail: fmt.Sprintf(format, args...)})
 	}
 	var errs []error
-	if i, ok := byID[id]; ok {
-		pv := pvs[i]
+	if pv, ok := obs.pvs[id]; ok {
 		if rec.PV == "" {
 			rec.PV, rec.PVC = pv.Name, claimOf(pv)
 		}
-		pvRec, _, derr := Decode(pv)
-		switch {
-		case derr != nil:
-			drift(DriftUnreadable, "the PV's record cannot be read (%v); rewritten from the controller's", derr)
-		case !slices.Equal(pvRec.Nodes(), rec.Nodes()):
-			drift(DriftRecordMismatch, "the PV records holders [%s], the controller [%s]; the PV is rewritten from the controller's record, which the RDS fence follows",
-				strings.Join(pvRec.Nodes(), ","), strings.Join(rec.Nodes(), ","))
+		if err := m.checkPVRecord(ctx, &rec, held, pv, report); err != nil {
+			errs = append(errs, err)
 		}
-		if derr != nil || !slices.Equal(pvRec.Nodes(), rec.Nodes()) {
-			pvRec.PV, pvRec.ResourceVersion = pv.Name, pv.ResourceVersion
-			if rv, err := m.Cluster.PersistPV(ctx, pvRec, rec); err != nil {
-				errs = append(errs, fmt.Errorf("rewriting the record on PV %s: %w", pv.Name, err))
-			} else if held {
-				rec.ResourceVersion = rv
-				m.Store.Put(rec)
-			}
-		}
-		nodes := attached[pv.Name]
+		nodes := obs.attached[pv.Name]
 		for _, n := range nodes {
 			if !rec.HeldBy(n) {
-				drift(DriftConflictingHolder, "VolumeAttachment says attached to node %s, the record says [%s]; the RDS admits only the record's holders",
+				report(id+"/attached/"+n, DriftConflictingHolder, "VolumeAttachment says attached to node %s, the record says [%s]; the RDS admits only the record's holders",
 					n, strings.Join(rec.Nodes(), ","))
 			}
 		}
@@ -161,25 +167,80 @@ func (m *Manager) checkVolume(ctx context.Context, dc *DriftChecker, id string, 
 			if slices.Contains(nodes, h.Node) {
 				continue
 			}
-			key := id + "/" + h.Node
-			seenMissing[key] = true
+			key := id + "/missing/" + h.Node
+			seen[key] = true
 			if dc.missingFor(key, m.now()) >= dc.NoAttachmentAfter && dc.report(key) {
-				drift(DriftRecordNoAttached, "node %s holds it but no VolumeAttachment has been attached there for %s; kept until the node is confirmed gone (delete the Node or taint it node.kubernetes.io/out-of-service)",
+				report("", DriftRecordNoAttached, "node %s holds it but no VolumeAttachment has been attached there for %s; kept until the node is confirmed gone (delete the Node or taint it node.kubernetes.io/out-of-service)",
 					h.Node, dc.NoAttachmentAfter)
 			}
 		}
 	}
-	if fences != nil {
-		got, ok := fences[id]
+	if obs.fences != nil {
+		got, ok := obs.fences[id]
 		want := m.Fence.Value(rec.HostNQNs())
 		if ok && got != want {
-			drift(DriftFence, "the RDS admits %q, the record needs %q; re-applied", got, want)
 			if err := m.Fence.Allow(ctx, id, rec.HostNQNs()); err != nil {
 				errs = append(errs, fmt.Errorf("repairing the fence of volume %s: %w", id, err))
+				report(id+"/fence", DriftFence, "the RDS admits %q, the record needs %q; re-applying it failed: %v", got, want, err)
+			} else {
+				report("", DriftFence, "the RDS admits %q, the record needs %q; re-applied", got, want)
 			}
 		}
 	}
 	return drifts, errors.Join(errs...)
+}
+
+// checkPVRecord compares the PV's record with memory's (rec), confirming a
+// mismatch with a live read, and repairs or quarantines (see CheckDrift).
+func (m *Manager) checkPVRecord(ctx context.Context, rec *Record, held bool, pv *corev1.PersistentVolume,
+	report func(key, kind, format string, args ...any)) error {
+	pvRec, _, derr := Decode(pv)
+	if derr == nil && slices.Equal(pvRec.Nodes(), rec.Nodes()) {
+		return nil
+	}
+	live, err := m.Cluster.LivePV(ctx, pv.Name) // the list may be behind
+	if errors.Is(err, ErrNoVolume) {
+		return nil
+	}
+	if err != nil {
+		return unavailable("reading PV %s: %v", pv.Name, err)
+	}
+	pvRec, _, derr = Decode(live)
+	if derr == nil && slices.Equal(pvRec.Nodes(), rec.Nodes()) {
+		return nil
+	}
+	var unknown []string
+	for _, n := range pvRec.Nodes() {
+		if !rec.HeldBy(n) {
+			unknown = append(unknown, n)
+		}
+	}
+	if derr != nil || len(unknown) > 0 {
+		why := fmt.Sprintf("PV %s records holders [%s] this controller did not grant", pv.Name, strings.Join(unknown, ","))
+		kind := DriftRecordMismatch
+		if derr != nil {
+			why, kind = fmt.Sprintf("the record on PV %s cannot be read (%v)", pv.Name, derr), DriftUnreadable
+		}
+		rec.Quarantined = why
+		m.Store.Put(*rec)
+		report("", kind, "%s; the volume is quarantined: no node may take it (its holders [%s] keep access) until the annotation is corrected and the controller restarted",
+			why, strings.Join(rec.Nodes(), ","))
+		return nil
+	}
+	// The PV lacks holders memory has (and the fence admits): widen it.
+	rv, err := m.Cluster.PersistPV(ctx, pvRec, *rec)
+	if err != nil {
+		report(rec.VolumeID+"/pv", DriftRecordMismatch, "PV %s records holders [%s], the controller [%s]; rewriting it failed: %v",
+			pv.Name, strings.Join(pvRec.Nodes(), ","), strings.Join(rec.Nodes(), ","), err)
+		return fmt.Errorf("rewriting the record on PV %s: %w", pv.Name, err)
+	}
+	report("", DriftRecordMismatch, "PV %s records holders [%s], the controller [%s]; the PV is rewritten from the controller's record, which the RDS fence follows",
+		pv.Name, strings.Join(pvRec.Nodes(), ","), strings.Join(rec.Nodes(), ","))
+	if held {
+		rec.ResourceVersion = rv
+		m.Store.Put(*rec)
+	}
+	return nil
 }
 
 // missingFor returns how long key has been missing its attachment.

@@ -26,11 +26,15 @@ type Store struct {
 	// next publish can write with one round trip (see Cluster.PersistPV).
 	// Forget drops an entry when its volume is deleted.
 	rvs map[string]string
+	// seq counts changes; gens maps a volume to the seq of its last change
+	// (a drift check skips volumes changed since its snapshot).
+	seq  uint64
+	gens map[string]uint64
 }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{locks: newKeyedMutex(), recs: map[string]Record{}, rvs: map[string]string{}}
+	return &Store{locks: newKeyedMutex(), recs: map[string]Record{}, rvs: map[string]string{}, gens: map[string]uint64{}}
 }
 
 var _ Reader = (*Store)(nil)
@@ -56,6 +60,8 @@ func (s *Store) Get(_ context.Context, volumeID string) (Record, bool, error) {
 func (s *Store) Put(r Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.seq++
+	s.gens[r.VolumeID] = s.seq
 	if r.ResourceVersion != "" {
 		s.rvs[r.VolumeID] = r.ResourceVersion
 	} else {
@@ -72,6 +78,8 @@ func (s *Store) Put(r Record) {
 func (s *Store) Forget(volumeID string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.seq++
+	delete(s.gens, volumeID)
 	delete(s.recs, volumeID)
 	delete(s.rvs, volumeID)
 }
@@ -104,4 +112,19 @@ func (s *Store) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.recs)
+}
+
+// Seq is the store's change counter: ChangedSince(id, Seq()) is false
+// until the volume's record is next put.
+func (s *Store) Seq() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.seq
+}
+
+// ChangedSince reports whether the volume's record was put after seq.
+func (s *Store) ChangedSince(volumeID string, seq uint64) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gens[volumeID] > seq
 }

@@ -2,9 +2,11 @@ package reconciler
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rds-fence/rds-fence/attachment"
 )
@@ -25,6 +27,19 @@ type DriftRunner struct {
 	Reconnected <-chan struct{}
 	Changed     <-chan struct{}
 	Log         logr.Logger
+
+	checks      *prometheus.CounterVec
+	lastSuccess prometheus.Gauge
+}
+
+// RegisterMetrics adds rds_fence_drift_checks_total{trigger,result} and
+// rds_fence_drift_check_last_success_timestamp_seconds to reg.
+func (r *DriftRunner) RegisterMetrics(reg prometheus.Registerer) error {
+	r.checks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rds_fence_drift_checks_total",
+		Help: "Drift checks by trigger (periodic, rds-reconnected, objects-changed) and result (success, error)."}, []string{"trigger", "result"})
+	r.lastSuccess = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rds_fence_drift_check_last_success_timestamp_seconds",
+		Help: "When the last drift check completed without error (Unix time)."})
+	return errors.Join(reg.Register(r.checks), reg.Register(r.lastSuccess))
 }
 
 // Run checks until ctx ends. A failed check is logged and retried at the
@@ -65,9 +80,19 @@ func (r *DriftRunner) Run(ctx context.Context) {
 func (r *DriftRunner) once(ctx context.Context, why string) {
 	start := time.Now()
 	drifts, err := r.Check(ctx, r.Checker)
+	result := "success"
+	if err != nil {
+		result = "error"
+	}
+	if r.checks != nil {
+		r.checks.WithLabelValues(why, result).Inc()
+	}
 	if err != nil {
 		r.Log.Error(err, "drift check", "trigger", why)
 		return
+	}
+	if r.lastSuccess != nil {
+		r.lastSuccess.SetToCurrentTime()
 	}
 	r.Log.Info("drift check done", "trigger", why, "drifts", len(drifts), "duration", time.Since(start))
 }

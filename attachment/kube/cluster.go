@@ -208,6 +208,18 @@ func (c *Cluster) PersistPV(ctx context.Context, prev, next attachment.Record) (
 	return c.patch(ctx, next.PV, pv.ResourceVersion, ann)
 }
 
+// LivePV reads the PV from the API server.
+func (c *Cluster) LivePV(ctx context.Context, name string) (*corev1.PersistentVolume, error) {
+	var pv corev1.PersistentVolume
+	if err := c.live().Get(ctx, types.NamespacedName{Name: name}, &pv); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: PV %s was deleted", attachment.ErrNoVolume, name)
+		}
+		return nil, err
+	}
+	return &pv, nil
+}
+
 // patch merge-patches the annotations with resourceVersion as a
 // precondition and returns the new resourceVersion.
 func (c *Cluster) patch(ctx context.Context, name, resourceVersion string, ann map[string]*string) (string, error) {

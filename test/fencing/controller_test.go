@@ -61,7 +61,8 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 		}
 		return drv.Run(ctx, lis)
 	}
-	mgr, err := app.NewControllerManager(cfg, o, f.rds, drv, serve, prometheus.NewRegistry(), logr.Discard())
+	reg := prometheus.NewRegistry()
+	mgr, err := app.NewControllerManager(cfg, o, f.rds, drv, serve, reg, logr.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,9 +137,24 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 
 	// Drift, repaired on change: the RDS fence is changed behind the
 	// controller's back; the next VolumeAttachment change triggers a check
-	// that re-applies the record's fence.
+	// that re-applies the record's fence. First let the checks the
+	// publishes above triggered finish, so only the new change can repair.
+	checks := func() float64 { return gathered(t, reg, "rds_fence_drift_checks_total", "trigger", "objects-changed") }
+	settled := checks()
+	for stable := 0; stable < 5; {
+		time.Sleep(100 * time.Millisecond)
+		if n := checks(); n != settled {
+			settled, stable = n, 0
+		} else {
+			stable++
+		}
+	}
 	if err := f.rds.SetAllowedHost(t.Context(), id, "nqn.2014-08.org.nvmexpress:uuid:mallory"); err != nil {
 		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if f.allowed(id) == hostNQN(b) || checks() != settled {
+		t.Fatal("the fence was repaired without a trigger")
 	}
 	pv := f.persisted(id).PV
 	va := &storagev1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Name: f.ns + "-va"},
@@ -148,4 +164,30 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = direct.Delete(context.Background(), va) })
 	waitFor(f, func(context.Context) bool { return f.allowed(id) == hostNQN(b) })
+	if checks() <= settled {
+		t.Fatal("repaired, but not by a check the VolumeAttachment change triggered")
+	}
+}
+
+// gathered sums the values of a counter's series whose label has value.
+func gathered(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"google.golang.org/grpc/codes"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -42,46 +44,59 @@ func mine(ds []attachment.Drift, ids ...string) []attachment.Drift {
 	return out
 }
 
-// TestDriftRepairedWhileServing: the fence, the PV record and stray
-// VolumeAttachments are compared with the controller's records; the fence
-// and the PV are repaired from them, the rest reported.
-func TestDriftRepairedWhileServing(t *testing.T) {
-	f := newFixture(t)
-	a, b := f.node("a"), f.node("b")
-	fenced := f.volume("fenced", false)
-	recorded := f.volume("recorded", false)
-	unheld := f.volume("unheld", false)
-	for _, id := range []string{fenced, recorded} {
-		f.mustPublish(id, a, false)
-	}
-	ctx := t.Context()
-	dc := &attachment.DriftChecker{NoAttachmentAfter: time.Hour}
-	// Nothing tampered: nothing reported but the missing VolumeAttachments
-	// (not yet old enough).
-	ids := []string{fenced, recorded, unheld}
-	if ds, err := f.mgr.CheckDrift(ctx, dc); err != nil || len(mine(ds, ids...)) != 0 {
-		t.Fatalf("clean state: drifts %v, err %v", ds, err)
-	}
-
-	// Behind the controller's back: the RDS admits mallory on one volume and
-	// anyone... on a volume nobody holds; the PV of another says node b; a
-	// VolumeAttachment says attached to b.
-	if err := f.rds.SetAllowedHost(ctx, fenced, "nqn.2014-08.org.nvmexpress:uuid:mallory"); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.rds.SetAllowedHost(ctx, unheld, "nqn.2014-08.org.nvmexpress:uuid:mallory"); err != nil {
-		t.Fatal(err)
-	}
-	forged := f.persisted(recorded)
-	forged.Holders = []attachment.Holder{{Node: b, HostNQN: hostNQN(b), Since: time.Now().UTC().Truncate(time.Second)}}
-	ann, err := attachment.Annotations(forged)
+// setPVRecord writes rec's annotations on its PV behind the controller's back.
+func setPVRecord(t *testing.T, rec attachment.Record) {
+	t.Helper()
+	ann, err := attachment.Annotations(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
-	if err := direct.Patch(ctx, &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: forged.PV}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+	if err := direct.Patch(t.Context(), &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: rec.PV}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestDriftRepairedWhileServing: the fence, the PV record and stray
+// VolumeAttachments are compared with the controller's records; fences
+// and PV records missing holders are repaired from them, a PV naming
+// holders the controller never granted quarantines the volume, the rest
+// is reported once.
+func TestDriftRepairedWhileServing(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.node("a"), f.node("b")
+	fenced := f.volume("fenced", false)
+	released := f.volume("released", false)
+	unheld := f.volume("unheld", false)
+	erased := f.volume("erased", false)
+	forged := f.volume("forged", false)
+	for _, id := range []string{fenced, released, erased, forged} {
+		f.mustPublish(id, a, false)
+	}
+	if err := f.unpublish(released, a); err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{fenced, released, unheld, erased, forged}
+	ctx := t.Context()
+	dc := &attachment.DriftChecker{NoAttachmentAfter: time.Hour}
+	if ds, err := f.mgr.CheckDrift(ctx, dc); err != nil || len(mine(ds, ids...)) != 0 {
+		t.Fatalf("clean state: drifts %v, err %v", ds, err)
+	}
+
+	// Behind the controller's back: the RDS admits mallory on a held, a
+	// released and a never-published volume; one PV lost its record,
+	// another names node b instead of a; a VolumeAttachment says attached
+	// to b.
+	mallory := "nqn.2014-08.org.nvmexpress:uuid:mallory"
+	for _, id := range []string{fenced, released, unheld} {
+		if err := f.rds.SetAllowedHost(ctx, id, mallory); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setPVRecord(t, attachment.Record{PV: f.persisted(erased).PV})
+	withB := f.persisted(forged)
+	withB.Holders = []attachment.Holder{{Node: b, HostNQN: hostNQN(b), Since: time.Now().UTC().Truncate(time.Second)}}
+	setPVRecord(t, withB)
 	pv := f.persisted(fenced).PV
 	va := &storagev1.VolumeAttachment{ObjectMeta: metav1.ObjectMeta{Name: f.ns + "-stray"},
 		Spec: storagev1.VolumeAttachmentSpec{Attacher: csi.DefaultDriverName, NodeName: b, Source: storagev1.VolumeAttachmentSource{PersistentVolumeName: &pv}}}
@@ -100,36 +115,75 @@ func TestDriftRepairedWhileServing(t *testing.T) {
 	}
 	ds = mine(ds, ids...)
 	got := kinds(ds)
-	for _, want := range []string{attachment.DriftFence + " " + fenced, attachment.DriftFence + " " + unheld,
-		attachment.DriftRecordMismatch + " " + recorded, attachment.DriftConflictingHolder + " " + fenced} {
+	for _, want := range []string{attachment.DriftFence + " " + fenced, attachment.DriftFence + " " + released, attachment.DriftFence + " " + unheld,
+		attachment.DriftRecordMismatch + " " + erased, attachment.DriftRecordMismatch + " " + forged, attachment.DriftConflictingHolder + " " + fenced} {
 		if _, ok := got[want]; !ok {
 			t.Errorf("drift %q not reported; got %v", want, got)
 		}
 	}
-	if len(ds) != 4 {
-		t.Errorf("drifts %v, want exactly 4", got)
+	if len(ds) != 6 {
+		t.Errorf("drifts %v, want exactly 6", got)
+	}
+	if d := got[attachment.DriftRecordMismatch+" "+forged]; !strings.Contains(d, "quarantined") || !strings.Contains(d, "did not grant") {
+		t.Errorf("forged record: %q", d)
 	}
 	// Repaired toward the controller's records.
-	if h := f.allowed(fenced); h != hostNQN(a) {
-		t.Errorf("fence of %s = %q, want the holder's", fenced, h)
+	for id, want := range map[string]string{fenced: hostNQN(a), released: csi.NobodyNQN, unheld: csi.NobodyNQN, forged: hostNQN(a)} {
+		if h := f.allowed(id); h != want {
+			t.Errorf("fence of %s = %q, want %q", id, h, want)
+		}
 	}
-	if h := f.allowed(unheld); h != csi.NobodyNQN {
-		t.Errorf("fence of unheld %s = %q, want nobody", unheld, h)
+	if rec := f.persisted(erased); len(rec.Holders) != 1 || rec.Holders[0].Node != a {
+		t.Errorf("PV record of %s = %v, want node %s", erased, rec.Nodes(), a)
 	}
-	if rec := f.persisted(recorded); len(rec.Holders) != 1 || rec.Holders[0].Node != a {
-		t.Errorf("PV record of %s = %v, want node %s", recorded, rec.Nodes(), a)
+	// The forged record is not erased: the volume is quarantined instead.
+	if rec := f.persisted(forged); len(rec.Holders) != 1 || rec.Holders[0].Node != b {
+		t.Errorf("PV record of %s = %v, want it left for an operator", forged, rec.Nodes())
 	}
-	if h := f.mgr.Holders(recorded); len(h) != 1 || h[0] != a {
-		t.Errorf("memory of %s = %v", recorded, h)
+	_, err = f.publish(forged, b, false)
+	wantCode(t, err, codes.FailedPrecondition, "quarantined")
+	f.eventContaining("PersistentVolumeClaim", "erased", "AttachmentDrift", attachment.DriftRecordMismatch)
+	// Repaired, and what is left was reported already: a second check is quiet.
+	if ds, err := f.mgr.CheckDrift(ctx, dc); err != nil || len(mine(ds, ids...)) != 0 {
+		t.Fatalf("after repair: drifts %v, err %v", mine(ds, ids...), err)
 	}
-	f.eventContaining("PersistentVolumeClaim", "recorded", "AttachmentDrift", attachment.DriftRecordMismatch)
-	// Repaired: a second check finds only the stray VolumeAttachment again.
-	if ds, err := f.mgr.CheckDrift(ctx, dc); err != nil || len(mine(ds, ids...)) != 1 || mine(ds, ids...)[0].Kind != attachment.DriftConflictingHolder {
-		t.Fatalf("after repair: drifts %v, err %v", ds, err)
+}
+
+// racingFence runs hook once, right after the drift check has read the
+// fences (and before it locks any volume).
+type racingFence struct {
+	attachment.Fence
+	hook func()
+}
+
+func (r *racingFence) State(ctx context.Context) (map[string]string, error) {
+	s, err := r.Fence.State(ctx)
+	if h := r.hook; h != nil {
+		r.hook = nil
+		h()
 	}
-	// The publish path still works on the repaired record.
-	if _, err := f.publish(recorded, b, false); err == nil {
-		t.Fatal("publish to b of a volume held by a succeeded after the repair")
+	return s, err
+}
+
+// TestDriftSkipsVolumesChangedDuringTheCheck: an unpublish between the
+// check's reads and its lock makes what it read stale; the volume is left
+// for the next check, not "repaired" from stale observations.
+func TestDriftSkipsVolumesChangedDuringTheCheck(t *testing.T) {
+	f := newFixture(t)
+	a := f.node("a")
+	id := f.volume("data", false)
+	f.mustPublish(id, a, false)
+	f.mgr.Fence = &racingFence{Fence: f.mgr.Fence, hook: func() {
+		if err := f.unpublish(id, a); err != nil {
+			t.Error(err)
+		}
+	}}
+	ds, err := f.mgr.CheckDrift(t.Context(), &attachment.DriftChecker{NoAttachmentAfter: time.Hour})
+	if err != nil || len(mine(ds, id)) != 0 {
+		t.Fatalf("drifts %v (err %v) for a volume that changed during the check", mine(ds, id), err)
+	}
+	if got := f.allowed(id); got != csi.NobodyNQN {
+		t.Fatalf("fence %q after the unpublish", got)
 	}
 }
 

@@ -134,8 +134,8 @@ func ParseControllerFlags(args []string, version string) (*ControllerOptions, fu
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
-	if r.SweepInterval <= 0 || r.ReleaseWorkers <= 0 || r.NotReadyWarnAfter <= 0 || r.OrphanScanInterval <= 0 || r.DriftInterval <= 0 || r.NoAttachmentAfter <= 0 {
-		return nil, nil, errors.New("--node-not-ready-warning-after, --node-sweep-interval, --release-workers, --orphan-scan-interval, --drift-check-interval and --record-without-attachment-after must be positive")
+	if r.SweepInterval <= 0 || r.ReleaseWorkers <= 0 || r.NotReadyWarnAfter <= 0 || r.OrphanScanInterval <= 0 || r.DriftInterval <= 0 || r.DriftMinSpacing <= 0 || r.NoAttachmentAfter <= 0 {
+		return nil, nil, errors.New("--node-not-ready-warning-after, --node-sweep-interval, --release-workers, --orphan-scan-interval, --drift-check-interval, --drift-check-min-spacing and --record-without-attachment-after must be positive")
 	}
 	if r.OrphanMinAge < time.Hour {
 		// A disk is orphaned for a moment between CreateVolume and the

@@ -163,10 +163,7 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 		}
 		if o.Reconcile.DriftInterval > 0 {
 			changed := make(chan struct{}, 1)
-			signal := toolscache.ResourceEventHandlerFuncs{
-				AddFunc:    func(any) { reconciler.Signal(changed) },
-				UpdateFunc: func(any, any) { reconciler.Signal(changed) },
-			}
+			signal := driftSignals(o.Driver.Name, changed)
 			for _, obj := range []client.Object{&corev1.PersistentVolume{}, &storagev1.VolumeAttachment{}} {
 				inf, err := mgr.GetCache().GetInformer(ctx, obj)
 				if err != nil {
@@ -179,6 +176,9 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 			drift := &reconciler.DriftRunner{Check: att.CheckDrift, Checker: &attachment.DriftChecker{NoAttachmentAfter: o.Reconcile.NoAttachmentAfter},
 				Interval: o.Reconcile.DriftInterval, MinSpacing: o.Reconcile.DriftMinSpacing,
 				Reconnected: o.Reconcile.DriftTrigger, Changed: changed, Log: log.WithName("drift")}
+			if err := drift.RegisterMetrics(reg); err != nil {
+				return err
+			}
 			go drift.Run(ctx)
 		}
 		return serve(ctx, drv)
@@ -201,4 +201,39 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// driftSignals signals changed when something a drift check compares
+// changes: this driver's PV attachment annotations and VolumeAttachments'
+// attached status (not every status update of every PV).
+func driftSignals(driver string, changed chan<- struct{}) toolscache.ResourceEventHandlerFuncs {
+	key := func(obj any) (string, bool) {
+		switch o := obj.(type) {
+		case *corev1.PersistentVolume:
+			if o.Spec.CSI == nil || o.Spec.CSI.Driver != driver {
+				return "", false
+			}
+			return o.Annotations[attachment.AnnotationAttachment], true
+		case *storagev1.VolumeAttachment:
+			if o.Spec.Attacher != driver {
+				return "", false
+			}
+			return fmt.Sprint(o.Status.Attached), true
+		}
+		return "", false
+	}
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if _, ok := key(obj); ok {
+				reconciler.Signal(changed)
+			}
+		},
+		UpdateFunc: func(old, obj any) {
+			a, ok := key(old)
+			b, _ := key(obj)
+			if ok && a != b {
+				reconciler.Signal(changed)
+			}
+		},
+	}
 }
