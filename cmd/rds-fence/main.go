@@ -19,7 +19,7 @@ commands:
   controller   CSI controller service (volume lifecycle on the RDS over SSH)
   webhook      admission webhook that refuses pods, bindings and VMIs which would attach an RWO volume to a second node
   rds-sim      RouterOS-compatible RDS simulator (SSH server, sparse files)
-  node         CSI node plugin (not yet: see the node issue)
+  node         CSI node plugin (today: host NQN and NodeGetInfo; staging arrives with the node issue)
   version      print the version
 
 Run "rds-fence <command> -h" for a command's flags.
@@ -41,7 +41,9 @@ func main() {
 		err = app.RunWebhook(ctx, args)
 	case "rds-sim":
 		err = app.RunSimulator(ctx, args)
-	case "node", "dev":
+	case "node":
+		err = app.RunNode(ctx, args, version)
+	case "dev":
 		err = fmt.Errorf("%s: not yet implemented", cmd)
 	case "version":
 		fmt.Println(version)

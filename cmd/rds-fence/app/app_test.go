@@ -147,3 +147,19 @@ func TestWebhookFlags(t *testing.T) {
 		})
 	}
 }
+
+func TestNodeFlags(t *testing.T) {
+	t.Setenv("NODE_NAME", "")
+	if _, _, err := ParseNodeFlags(nil, "v1"); err == nil || !strings.Contains(err.Error(), "--node-name") {
+		t.Fatalf("no node name: %v", err)
+	}
+	t.Setenv("NODE_NAME", "worker-1")
+	o, _, err := ParseNodeFlags(nil, "v1")
+	if err != nil || o.CSI.NodeID != "worker-1" || o.HostNQNPath != "/etc/nvme/hostnqn" || o.CSI.Version != "v1" {
+		t.Fatalf("defaults: %+v, %v", o, err)
+	}
+	if _, _, err := ParseNodeFlags([]string{"--topology-value=", "--host-nqn-reannotate=0s"}, "v1"); err == nil ||
+		!strings.Contains(err.Error(), "--topology-value") || !strings.Contains(err.Error(), "--host-nqn-reannotate") {
+		t.Fatalf("bad values: %v", err)
+	}
+}

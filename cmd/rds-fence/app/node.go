@@ -1,0 +1,116 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/rds-fence/rds-fence/csi"
+	"github.com/rds-fence/rds-fence/nodeagent"
+)
+
+// NodeOptions are the node subcommand's settings.
+type NodeOptions struct {
+	Endpoint   string
+	Kubeconfig string
+	CSI        csi.NodeOptions
+	// HostRoot is where the host's file system is mounted ("" or "/" on
+	// the host itself); HostNQNPath is relative to it.
+	HostRoot    string
+	HostNQNPath string
+	// Reannotate: how often the host NQN annotation is re-asserted.
+	Reannotate time.Duration
+}
+
+// ParseNodeFlags parses args into options and validates them.
+func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Logger, error) {
+	o := &NodeOptions{}
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	newLog := logFlags(fs)
+	fs.StringVar(&o.Endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
+	fs.StringVar(&o.CSI.NodeID, "node-name", os.Getenv("NODE_NAME"), "this node's Kubernetes name (default $NODE_NAME)")
+	fs.StringVar(&o.CSI.Name, "driver-name", csi.DefaultDriverName, "CSI driver name")
+	fs.StringVar(&o.CSI.TopologyKey, "topology-key", csi.DefaultTopologyKey, "topology key of the RDS this node reaches")
+	fs.StringVar(&o.CSI.TopologyValue, "topology-value", "rds", "topology value of the RDS this node reaches (the controller's --topology-value)")
+	fs.StringVar(&o.HostRoot, "host-root", "", "where the host's file system is mounted in this container (empty: the host itself)")
+	fs.StringVar(&o.HostNQNPath, "host-nqn-file", nodeagent.DefaultHostNQNPath, "the host's NVMe host NQN file (created with a stable random NQN if absent)")
+	fs.DurationVar(&o.Reannotate, "host-nqn-reannotate", 5*time.Minute, "how often the host NQN annotation on the Node is re-asserted")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	o.CSI.Version = version
+	var errs []error
+	if o.CSI.NodeID == "" {
+		errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required"))
+	}
+	if o.CSI.TopologyValue == "" {
+		errs = append(errs, errors.New("--topology-value must not be empty"))
+	}
+	if o.Reannotate <= 0 {
+		errs = append(errs, fmt.Errorf("--host-nqn-reannotate must be positive, got %s", o.Reannotate))
+	}
+	return o, newLog, errors.Join(errs...)
+}
+
+// RunNode runs the node plugin until ctx is done: it makes sure the host
+// has a host NQN, publishes it on the Node object (retrying until the API
+// server takes it, then re-asserting it), and serves CSI.
+func RunNode(ctx context.Context, args []string, version string) error {
+	o, newLog, err := ParseNodeFlags(args, version)
+	if err != nil {
+		return err
+	}
+	log := newLog()
+	ctrllog.SetLogger(log)
+	nqn, created, err := nodeagent.EnsureHostNQN(o.HostRoot, o.HostNQNPath)
+	if err != nil {
+		return err
+	}
+	log.Info("host NQN", "nqn", nqn, "created", created, "file", o.HostNQNPath)
+	cfg, err := restConfig(o.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubernetes configuration: %w", err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
+	if err != nil {
+		return err
+	}
+	go keepHostNQN(ctx, c, o, nqn, log)
+	srv, err := csi.NewNodeServer(o.CSI, log)
+	if err != nil {
+		return err
+	}
+	lis, err := csi.Listen(o.Endpoint)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx, lis)
+}
+
+// keepHostNQN publishes the annotation with backoff until it succeeds, then
+// re-asserts it every o.Reannotate (someone may have removed it).
+func keepHostNQN(ctx context.Context, c client.Client, o *NodeOptions, nqn string, log logr.Logger) {
+	backoff := time.Second
+	for {
+		wait := o.Reannotate
+		if err := nodeagent.PublishHostNQN(ctx, c, o.CSI.NodeID, nqn); err != nil {
+			log.Error(err, "publishing the host NQN; the controller refuses this node's volumes until it is there", "retryIn", backoff)
+			wait, backoff = backoff, min(2*backoff, time.Minute)
+		} else {
+			backoff = time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}

@@ -1,0 +1,89 @@
+package csi
+
+import (
+	"context"
+	"errors"
+	"net"
+
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/go-logr/logr"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// NodeOptions configure the node plugin.
+type NodeOptions struct {
+	Name, Version string
+	// NodeID is the Kubernetes node name (the controller's holder name).
+	NodeID string
+	// TopologyKey/TopologyValue: the node reaches this RDS.
+	TopologyKey, TopologyValue string
+}
+
+// NodeServer is the node plugin's CSI Identity and Node services. Today it
+// reports the node's identity and topology (NodeGetInfo); staging and
+// publishing volumes arrive with the node issue, so no node capability is
+// advertised yet and the rest answers Unimplemented.
+type NodeServer struct {
+	csipb.UnimplementedIdentityServer
+	csipb.UnimplementedNodeServer
+	opts NodeOptions
+	log  logr.Logger
+}
+
+// NewNodeServer validates the options.
+func NewNodeServer(o NodeOptions, log logr.Logger) (*NodeServer, error) {
+	if o.Name == "" {
+		o.Name = DefaultDriverName
+	}
+	if o.TopologyKey == "" {
+		o.TopologyKey = DefaultTopologyKey
+	}
+	if o.NodeID == "" || o.TopologyValue == "" {
+		return nil, errors.New("the node ID and the topology value are required")
+	}
+	return &NodeServer{opts: o, log: log.WithName("csi-node")}, nil
+}
+
+// GetPluginInfo reports the driver name and version.
+func (n *NodeServer) GetPluginInfo(context.Context, *csipb.GetPluginInfoRequest) (*csipb.GetPluginInfoResponse, error) {
+	return &csipb.GetPluginInfoResponse{Name: n.opts.Name, VendorVersion: n.opts.Version}, nil
+}
+
+// GetPluginCapabilities: topology only (the node plugin has no controller service).
+func (n *NodeServer) GetPluginCapabilities(context.Context, *csipb.GetPluginCapabilitiesRequest) (*csipb.GetPluginCapabilitiesResponse, error) {
+	return &csipb.GetPluginCapabilitiesResponse{Capabilities: []*csipb.PluginCapability{{Type: &csipb.PluginCapability_Service_{
+		Service: &csipb.PluginCapability_Service{Type: csipb.PluginCapability_Service_VOLUME_ACCESSIBILITY_CONSTRAINTS}}}}}, nil
+}
+
+// Probe: the node plugin is ready once it serves.
+func (n *NodeServer) Probe(context.Context, *csipb.ProbeRequest) (*csipb.ProbeResponse, error) {
+	return &csipb.ProbeResponse{Ready: wrapperspb.Bool(true)}, nil
+}
+
+// NodeGetInfo reports the node name (the holder name the controller
+// fences by) and its topology segment. The node's host NQN, which the
+// storage fence admits, travels on the Node annotation
+// rds-fence.csi.dev/host-nqn (a topology value cannot hold ':').
+func (n *NodeServer) NodeGetInfo(context.Context, *csipb.NodeGetInfoRequest) (*csipb.NodeGetInfoResponse, error) {
+	return &csipb.NodeGetInfoResponse{NodeId: n.opts.NodeID,
+		AccessibleTopology: &csipb.Topology{Segments: map[string]string{n.opts.TopologyKey: n.opts.TopologyValue}}}, nil
+}
+
+// NodeGetCapabilities advertises nothing yet (see NodeServer).
+func (n *NodeServer) NodeGetCapabilities(context.Context, *csipb.NodeGetCapabilitiesRequest) (*csipb.NodeGetCapabilitiesResponse, error) {
+	return &csipb.NodeGetCapabilitiesResponse{}, nil
+}
+
+// Run serves on lis until ctx is done.
+func (n *NodeServer) Run(ctx context.Context, lis net.Listener) error {
+	srv := grpc.NewServer()
+	csipb.RegisterIdentityServer(srv, n)
+	csipb.RegisterNodeServer(srv, n)
+	go func() {
+		<-ctx.Done()
+		srv.GracefulStop()
+	}()
+	n.log.Info("serving CSI node", "address", lis.Addr().String(), "node", n.opts.NodeID)
+	return srv.Serve(lis)
+}
