@@ -47,6 +47,9 @@ type Server struct {
 }
 
 // Serve starts serving sim over SSH on opts.Address.
+// Simulator is the simulated RDS this server fronts.
+func (s *Server) Simulator() *Simulator { return s.sim }
+
 func Serve(sim *Simulator, opts ServerOptions) (*Server, error) {
 	if opts.HostKey == nil {
 		return nil, errors.New("rdssim: a host key is required")

@@ -2,6 +2,9 @@ package rdssim
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -121,5 +124,48 @@ func TestPrintMatchesParser(t *testing.T) {
 	}
 	if out := s.Exec(`/disk frobnicate`); !strings.Contains(out, "bad command name") {
 		t.Fatalf("unknown command = %q", out)
+	}
+}
+
+// TestFabricEndpoint: the loop transport's stand-in for an NVMe/TCP
+// connect applies the fence by subsystem NQN and port, and answers
+// malformed requests with an error line.
+func TestFabricEndpoint(t *testing.T) {
+	sim, err := New(Options{Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := lis.Addr().(*net.TCPAddr).Port
+	f := ServeFabric(sim, lis)
+	defer func() { _ = f.Close() }()
+	mustExec(t, sim, fmt.Sprintf(`/disk add type=file file-path="/storage-pool/v/a.img" file-size=1M slot="a" nvme-tcp-export=yes nvme-tcp-server-port=%d nvme-tcp-server-nqn="nqn.x:a" nvme-tcp-server-allow-host-name="nqn.h:1"`, port))
+	if path, err := FabricConnect(t.Context(), f.Addr(), "nqn.x:a", "nqn.h:1"); err != nil || !strings.HasSuffix(path, "/storage-pool/v/a.img") {
+		t.Fatalf("allowed host: %q, %v", path, err)
+	}
+	for _, c := range []struct{ nqn, host, want string }{
+		{"nqn.x:a", "nqn.h:2", `allows host "nqn.h:1", not "nqn.h:2"`},
+		{"nqn.x:none", "nqn.h:1", "no subsystem"},
+	} {
+		if _, err := FabricConnect(t.Context(), f.Addr(), c.nqn, c.host); !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s as %s: %v, want %q", c.nqn, c.host, err, c.want)
+		}
+	}
+	if _, err := FabricConnect(t.Context(), f.Addr(), "nqn.x:a b", "nqn.h:1"); err == nil {
+		t.Error("an NQN with white space was sent")
+	}
+	conn, err := net.Dial("tcp", f.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = conn.Write([]byte("HELLO\n"))
+	buf := make([]byte, 200)
+	n, _ := conn.Read(buf)
+	_ = conn.Close()
+	if !strings.HasPrefix(string(buf[:n]), "ERR malformed request") {
+		t.Errorf("malformed request answered %q", buf[:n])
 	}
 }

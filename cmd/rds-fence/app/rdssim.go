@@ -15,7 +15,10 @@ import (
 
 // SimulatorOptions are the rds-sim subcommand's settings.
 type SimulatorOptions struct {
-	Listen         string
+	Listen string
+	// FabricListen, when set, serves the fabric endpoint nodes' loop
+	// transport connects through (rdssim.ServeFabric).
+	FabricListen   string
 	HostKeyFile    string
 	CreateHostKey  bool
 	AuthorizedKeys string
@@ -29,6 +32,7 @@ func ParseSimulatorFlags(args []string) (*SimulatorOptions, error) {
 	o := &SimulatorOptions{}
 	fs := flag.NewFlagSet("rds-sim", flag.ContinueOnError)
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:2222", "SSH listen address")
+	fs.StringVar(&o.FabricListen, "fabric-listen", "", "address of the stand-in NVMe/TCP listener for the nodes' loop transport, e.g. 127.0.0.1:4420 (empty: off)")
 	fs.StringVar(&o.Sim.Root, "root", "", "directory standing for the RDS file system (required)")
 	fs.StringVar(&o.HostKeyFile, "host-key", "", "SSH host private key (required)")
 	fs.BoolVar(&o.CreateHostKey, "create-host-key", false, "create an ed25519 host key at --host-key if missing")
@@ -91,6 +95,16 @@ func RunSimulator(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("rds-sim listening on %s (host key %s)\n", srv.Addr(), ssh.FingerprintSHA256(hostKey))
+	if o.FabricListen != "" {
+		lis, err := net.Listen("tcp", o.FabricListen)
+		if err != nil {
+			_ = srv.Close()
+			return fmt.Errorf("fabric endpoint: %w", err)
+		}
+		fabric := rdssim.ServeFabric(srv.Simulator(), lis)
+		defer func() { _ = fabric.Close() }()
+		fmt.Printf("rds-sim fabric endpoint (loop transport) on %s\n", fabric.Addr())
+	}
 	<-ctx.Done()
 	return srv.Close()
 }
