@@ -20,15 +20,23 @@ type NodeOptions struct {
 	TopologyKey, TopologyValue string
 }
 
-// NodeServer is the node plugin's CSI Identity and Node services. Today it
-// reports the node's identity and topology (NodeGetInfo); staging and
-// publishing volumes arrive with the node issue, so no node capability is
-// advertised yet and the rest answers Unimplemented.
+// NodeServer is the node plugin's CSI Identity and Node services: the
+// node's identity and topology (NodeGetInfo) and, given a transport
+// (WithVolumes), staging and publishing (node_volume.go). Each volume's
+// operations are serialised; a second concurrent one gets Aborted.
 type NodeServer struct {
 	csipb.UnimplementedIdentityServer
 	csipb.UnimplementedNodeServer
-	opts NodeOptions
-	log  logr.Logger
+	opts     NodeOptions
+	log      logr.Logger
+	vols     *NodeVolumes
+	inflight *inFlight
+}
+
+// WithVolumes enables staging and publishing through v.
+func (n *NodeServer) WithVolumes(v *NodeVolumes) *NodeServer {
+	n.vols = v
+	return n
 }
 
 // NewNodeServer validates the options.
@@ -42,7 +50,7 @@ func NewNodeServer(o NodeOptions, log logr.Logger) (*NodeServer, error) {
 	if o.NodeID == "" || o.TopologyValue == "" {
 		return nil, errors.New("the node ID and the topology value are required")
 	}
-	return &NodeServer{opts: o, log: log.WithName("csi-node")}, nil
+	return &NodeServer{opts: o, log: log.WithName("csi-node"), inflight: newInFlight()}, nil
 }
 
 // GetPluginInfo reports the driver name and version.
@@ -70,9 +78,13 @@ func (n *NodeServer) NodeGetInfo(context.Context, *csipb.NodeGetInfoRequest) (*c
 		AccessibleTopology: &csipb.Topology{Segments: map[string]string{n.opts.TopologyKey: n.opts.TopologyValue}}}, nil
 }
 
-// NodeGetCapabilities advertises nothing yet (see NodeServer).
+// NodeGetCapabilities advertises staging when a transport is configured.
 func (n *NodeServer) NodeGetCapabilities(context.Context, *csipb.NodeGetCapabilitiesRequest) (*csipb.NodeGetCapabilitiesResponse, error) {
-	return &csipb.NodeGetCapabilitiesResponse{}, nil
+	if n.vols == nil {
+		return &csipb.NodeGetCapabilitiesResponse{}, nil
+	}
+	return &csipb.NodeGetCapabilitiesResponse{Capabilities: []*csipb.NodeServiceCapability{{Type: &csipb.NodeServiceCapability_Rpc{
+		Rpc: &csipb.NodeServiceCapability_RPC{Type: csipb.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME}}}}}, nil
 }
 
 // Run serves on lis until ctx is done.

@@ -31,8 +31,12 @@ import (
 	"github.com/rds-fence/rds-fence/rds"
 )
 
-// sanityNode is the node csi-sanity publishes to (from NodeGetInfo).
-const sanityNode = "sanity-node"
+// sanityNode is the node csi-sanity publishes to (from NodeGetInfo), and
+// the host NQN its node plugin connects with.
+const (
+	sanityNode    = "sanity-node"
+	sanityHostNQN = "nqn.2014-08.org.nvmexpress:uuid:sanity"
+)
 
 // startCluster starts the test control plane and returns the fencing core
 // wired to it as the controller wires it, plus a gRPC interceptor that
@@ -73,7 +77,7 @@ func startCluster(t *testing.T, storage *rds.Client) (*attachment.Manager, grpc.
 	t.Cleanup(b.Shutdown)
 
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: sanityNode,
-		Annotations: map[string]string{kube.AnnotationHostNQN: "nqn.2014-08.org.nvmexpress:uuid:sanity-node"}}}
+		Annotations: map[string]string{kube.AnnotationHostNQN: sanityHostNQN}}}
 	if err := direct.Create(ctx, node); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 package sanity
 
 import (
-	"context"
+	"net"
 	"path/filepath"
 	"testing"
 
@@ -12,7 +12,11 @@ import (
 	"github.com/onsi/ginkgo/v2/types"
 	. "github.com/onsi/gomega"
 
+	mount "k8s.io/mount-utils"
+	utilexec "k8s.io/utils/exec"
+
 	"github.com/rds-fence/rds-fence/csi"
+	"github.com/rds-fence/rds-fence/nodeagent"
 	"github.com/rds-fence/rds-fence/rds"
 	"github.com/rds-fence/rds-fence/rds/rdssim"
 	"github.com/rds-fence/rds-fence/rds/rdssim/simtest"
@@ -20,42 +24,25 @@ import (
 
 // skipped names the parts of csi-sanity that are not run yet, and why.
 // Every other spec must pass.
-var skipped = map[string]string{
-	"Node Service": "the CSI node service arrives with the node plugin issue",
-}
+var skipped = map[string]string{}
 
 // counts records every spec's final state, to prove the suite ran.
 var counts = map[string]int{}
 
 var _ = ReportAfterEach(func(r SpecReport) { counts[r.State.String()]++ })
 
-// nodePlaceholder answers the node calls that csi-sanity's controller specs
-// make (NodeGetInfo: the test node; NodeGetCapabilities: none;
-// NodeUnpublishVolume of a target that nothing ever published: done), and
-// nothing else. Until the
-// node plugin lands there is no node service to ask; no Node spec runs
-// against this placeholder (see skipped).
-type nodePlaceholder struct{ csipb.UnimplementedNodeServer }
-
-func (nodePlaceholder) NodeGetCapabilities(context.Context, *csipb.NodeGetCapabilitiesRequest) (*csipb.NodeGetCapabilitiesResponse, error) {
-	return &csipb.NodeGetCapabilitiesResponse{}, nil
-}
-
-// NodeGetInfo names the node csi-sanity publishes to: a real Node object
-// with a host NQN annotation in the test control plane.
-func (nodePlaceholder) NodeGetInfo(context.Context, *csipb.NodeGetInfoRequest) (*csipb.NodeGetInfoResponse, error) {
-	return &csipb.NodeGetInfoResponse{NodeId: sanityNode, AccessibleTopology: &csipb.Topology{
-		Segments: map[string]string{csi.DefaultTopologyKey: "rds"}}}, nil
-}
-
-func (nodePlaceholder) NodeUnpublishVolume(context.Context, *csipb.NodeUnpublishVolumeRequest) (*csipb.NodeUnpublishVolumeResponse, error) {
-	return &csipb.NodeUnpublishVolumeResponse{}, nil
-}
-
 func TestCSISanity(t *testing.T) {
 	env := simtest.Start(t, rdssim.Options{PoolSize: 1 << 40}, rdssim.ServerOptions{})
 	client := env.Client(t)
-	drv, err := csi.NewDriver(csi.Options{TargetAddress: "127.0.0.1"}, client, logr.Discard())
+	// The nodes' side of the RDS: the loop transport's fabric endpoint.
+	fabricLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fabric := rdssim.ServeFabric(env.Sim, fabricLis)
+	t.Cleanup(func() { _ = fabric.Close() })
+	port := fabricLis.Addr().(*net.TCPAddr).Port
+	drv, err := csi.NewDriver(csi.Options{TargetAddress: "127.0.0.1", TargetPort: port}, client, logr.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +54,17 @@ func TestCSISanity(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := drv.NewGRPCServer(provisioner)
-	csipb.RegisterNodeServer(srv, nodePlaceholder{})
+	// The real node service: real loop devices, real mkfs and mounts,
+	// real block device nodes.
+	node, err := csi.NewNodeServer(csi.NodeOptions{NodeID: sanityNode, TopologyValue: "rds"}, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.WithVolumes(&csi.NodeVolumes{
+		Connector: &nodeagent.LoopConnector{Exec: nodeagent.HostExec{}, StateDir: t.TempDir(), Prefix: "nqn.2000-02.com.mikrotik:pvc-"},
+		HostNQN:   sanityHostNQN, NQNPrefix: "nqn.2000-02.com.mikrotik:",
+		Mounter: &mount.SafeFormatAndMount{Interface: mount.New(""), Exec: utilexec.New()}})
+	csipb.RegisterNodeServer(srv, node)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 

@@ -1,0 +1,260 @@
+package csi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	mount "k8s.io/mount-utils"
+
+	"github.com/rds-fence/rds-fence/nodeagent"
+)
+
+// NodeVolumes is what staging and publishing need besides the options:
+// the transport that attaches a volume, this node's host NQN (the storage
+// fence admits it), and the mounter (mount-utils' SafeFormatAndMount,
+// which formats only a device blkid reports as empty; a failed or
+// ambiguous probe is an error, never "empty").
+type NodeVolumes struct {
+	Connector nodeagent.Connector
+	HostNQN   string
+	Mounter   *mount.SafeFormatAndMount
+	// NQNPrefix makes a volume ID its subsystem NQN (the controller's --nqn-prefix).
+	NQNPrefix string
+}
+
+func (n *NodeServer) volumes() (*NodeVolumes, error) {
+	if n.vols == nil {
+		return nil, status.Error(codes.Unimplemented, "this node plugin has no volume transport configured")
+	}
+	return n.vols, nil
+}
+
+func (n *NodeServer) lock(id string) (func(), error) {
+	if !n.inflight.tryLock(id) {
+		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is already in progress", id)
+	}
+	return func() { n.inflight.unlock(id) }, nil
+}
+
+// NodeStageVolume attaches the volume to this node and, for a filesystem
+// volume, formats it if (and only if) it is empty and mounts it on the
+// staging path. A volume whose publish context names another holder is
+// refused: the controller granted it to that node, not this one.
+func (n *NodeServer) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVolumeRequest) (*csipb.NodeStageVolumeResponse, error) {
+	v, err := n.volumes()
+	if err != nil {
+		return nil, err
+	}
+	id, staging, vc := req.GetVolumeId(), req.GetStagingTargetPath(), req.GetVolumeContext()
+	switch {
+	case id == "":
+		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
+	case staging == "":
+		return nil, status.Error(codes.InvalidArgument, "staging target path is required")
+	case req.GetVolumeCapability() == nil:
+		return nil, status.Error(codes.InvalidArgument, "volume capability is required")
+	}
+	if err := validateCapabilities([]*csipb.VolumeCapability{req.GetVolumeCapability()}); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+	}
+	if h := req.GetPublishContext()[PubCtxHolder]; h != "" && h != n.opts.NodeID {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s was published to node %s, not to this node %s: refusing to connect", id, h, n.opts.NodeID)
+	}
+	port, perr := strconv.Atoi(vc[CtxTargetPort])
+	if vc[CtxNQN] == "" || vc[CtxTargetAddress] == "" || perr != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: the volume context lacks %s, %s or a numeric %s", id, CtxNQN, CtxTargetAddress, CtxTargetPort)
+	}
+	if vc[CtxNQN] != v.NQNPrefix+id {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: subsystem %q is not this volume's (%s%s)", id, vc[CtxNQN], v.NQNPrefix, id)
+	}
+	fsType := ""
+	if m := req.GetVolumeCapability().GetMount(); m != nil {
+		fsType = m.GetFsType()
+		if fsType == "" {
+			fsType = "ext4"
+		}
+		if !supportedFS[fsType] {
+			return nil, status.Errorf(codes.InvalidArgument, "volume %s: file system %q is not supported (ext4, xfs)", id, fsType)
+		}
+	}
+	unlock, err := n.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	dev, err := v.Connector.Connect(ctx, nodeagent.Target{Address: vc[CtxTargetAddress], Port: port, SubsystemNQN: vc[CtxNQN], HostNQN: v.HostNQN})
+	if errors.Is(err, nodeagent.ErrFenced) {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s: the storage refused this node (host NQN %s): %v", id, v.HostNQN, err)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "volume %s: attaching it: %v", id, err)
+	}
+	if fsType == "" {
+		return &csipb.NodeStageVolumeResponse{}, nil // block: published from the device itself
+	}
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume %s: %v", id, err)
+	}
+	notMnt, err := v.Mounter.IsLikelyNotMountPoint(staging)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "volume %s: checking %s: %v", id, staging, err)
+	}
+	if !notMnt {
+		return &csipb.NodeStageVolumeResponse{}, nil // already staged
+	}
+	opts := req.GetVolumeCapability().GetMount().GetMountFlags()
+	if err := v.Mounter.FormatAndMount(dev, staging, fsType, opts); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume %s: formatting (only if empty) and mounting %s on %s: %v", id, dev, staging, err)
+	}
+	return &csipb.NodeStageVolumeResponse{}, nil
+}
+
+// NodeUnstageVolume unmounts the staging path (if mounted) and detaches
+// the volume. Unstaging what is not staged succeeds.
+func (n *NodeServer) NodeUnstageVolume(ctx context.Context, req *csipb.NodeUnstageVolumeRequest) (*csipb.NodeUnstageVolumeResponse, error) {
+	v, err := n.volumes()
+	if err != nil {
+		return nil, err
+	}
+	id, staging := req.GetVolumeId(), req.GetStagingTargetPath()
+	if id == "" || staging == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume ID and staging target path are required")
+	}
+	unlock, err := n.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := mount.CleanupMountPoint(staging, v.Mounter, true); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume %s: unmounting %s: %v", id, staging, err)
+	}
+	if err := v.Connector.Disconnect(ctx, v.NQNPrefix+id); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume %s: detaching it: %v", id, err)
+	}
+	return &csipb.NodeUnstageVolumeResponse{}, nil
+}
+
+// NodePublishVolume bind-mounts the staged file system on the target path,
+// or, for a block volume, creates the target as a device node of the
+// attached device (mknod with its major:minor; no bind mount of /dev).
+func (n *NodeServer) NodePublishVolume(ctx context.Context, req *csipb.NodePublishVolumeRequest) (*csipb.NodePublishVolumeResponse, error) {
+	v, err := n.volumes()
+	if err != nil {
+		return nil, err
+	}
+	id, staging, target := req.GetVolumeId(), req.GetStagingTargetPath(), req.GetTargetPath()
+	switch {
+	case id == "":
+		return nil, status.Error(codes.InvalidArgument, "volume ID is required")
+	case target == "":
+		return nil, status.Error(codes.InvalidArgument, "target path is required")
+	case staging == "":
+		return nil, status.Error(codes.InvalidArgument, "staging target path is required (the driver stages volumes)")
+	case req.GetVolumeCapability() == nil:
+		return nil, status.Error(codes.InvalidArgument, "volume capability is required")
+	}
+	if err := validateCapabilities([]*csipb.VolumeCapability{req.GetVolumeCapability()}); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s: %v", id, err)
+	}
+	unlock, err := n.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if req.GetVolumeCapability().GetBlock() != nil {
+		dev, err := v.Connector.Device(ctx, v.NQNPrefix+id)
+		if errors.Is(err, nodeagent.ErrNotConnected) {
+			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged on this node", id)
+		}
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "volume %s: %v", id, err)
+		}
+		if err := deviceNode(dev, target); err != nil {
+			return nil, status.Errorf(codes.Internal, "volume %s: %v", id, err)
+		}
+		return &csipb.NodePublishVolumeResponse{}, nil
+	}
+	notMnt, err := v.Mounter.IsLikelyNotMountPoint(staging)
+	if err != nil || notMnt {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged at %s", id, staging)
+	}
+	if err := os.MkdirAll(target, 0o750); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume %s: %v", id, err)
+	}
+	if notMnt, err := v.Mounter.IsLikelyNotMountPoint(target); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume %s: checking %s: %v", id, target, err)
+	} else if !notMnt {
+		return &csipb.NodePublishVolumeResponse{}, nil // already published
+	}
+	opts := []string{"bind"}
+	if req.GetReadonly() {
+		opts = append(opts, "ro")
+	}
+	if err := v.Mounter.Mount(staging, target, "", opts); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume %s: bind-mounting %s on %s: %v", id, staging, target, err)
+	}
+	return &csipb.NodePublishVolumeResponse{}, nil
+}
+
+// deviceNode makes target a block device node for dev's major:minor
+// (idempotent when it already is one).
+func deviceNode(dev, target string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dev, &st); err != nil {
+		return fmt.Errorf("%s: %w", dev, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return fmt.Errorf("%s is not a block device", dev)
+	}
+	var cur unix.Stat_t
+	if err := unix.Stat(target, &cur); err == nil {
+		if cur.Mode&unix.S_IFMT == unix.S_IFBLK && cur.Rdev == st.Rdev {
+			return nil
+		}
+		return fmt.Errorf("target %s exists and is not the device node of %s", target, dev)
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o750); err != nil {
+		return err
+	}
+	if err := unix.Mknod(target, unix.S_IFBLK|0o660, int(st.Rdev)); err != nil {
+		return fmt.Errorf("mknod %s: %w", target, err)
+	}
+	return nil
+}
+
+// NodeUnpublishVolume unmounts (file system) or removes (block device
+// node) the target. Unpublishing what is not published succeeds.
+func (n *NodeServer) NodeUnpublishVolume(_ context.Context, req *csipb.NodeUnpublishVolumeRequest) (*csipb.NodeUnpublishVolumeResponse, error) {
+	v, err := n.volumes()
+	if err != nil {
+		return nil, err
+	}
+	id, target := req.GetVolumeId(), req.GetTargetPath()
+	if id == "" || target == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume ID and target path are required")
+	}
+	unlock, err := n.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	var st unix.Stat_t
+	if err := unix.Lstat(target, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+		if err := os.Remove(target); err != nil {
+			return nil, status.Errorf(codes.Internal, "volume %s: %v", id, err)
+		}
+		return &csipb.NodeUnpublishVolumeResponse{}, nil
+	}
+	if err := mount.CleanupMountPoint(target, v.Mounter, true); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume %s: unmounting %s: %v", id, target, err)
+	}
+	return &csipb.NodeUnpublishVolumeResponse{}, nil
+}
