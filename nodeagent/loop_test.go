@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -46,7 +47,7 @@ func startFabric(t *testing.T, slot, allowed string) (*rdssim.Simulator, Target)
 func TestLoopConnector(t *testing.T) {
 	sim, target := startFabric(t, "pvc-00000000000000000000000000a1", hostA)
 	c := &LoopConnector{Exec: HostExec{}, StateDir: t.TempDir(), Prefix: pfx}
-	t.Cleanup(func() { _ = c.Disconnect(t.Context(), target.SubsystemNQN) })
+	t.Cleanup(func() { _ = c.Disconnect(context.Background(), target.SubsystemNQN) })
 
 	// Fenced: host B is refused, with the storage's reason, and nothing is attached.
 	b := target

@@ -158,8 +158,8 @@ func TestNodeFlags(t *testing.T) {
 	if err != nil || o.CSI.NodeID != "worker-1" || o.HostNQNPath != "/etc/nvme/hostnqn" || o.CSI.Version != "v1" {
 		t.Fatalf("defaults: %+v, %v", o, err)
 	}
-	if _, _, err := ParseNodeFlags([]string{"--topology-value=", "--host-nqn-reannotate=0s"}, "v1"); err == nil ||
-		!strings.Contains(err.Error(), "--topology-value") || !strings.Contains(err.Error(), "--host-nqn-reannotate") {
+	if _, _, err := ParseNodeFlags([]string{"--topology-value=", "--host-nqn-reannotate=0s", "--transport=carrier-pigeon"}, "v1"); err == nil ||
+		!strings.Contains(err.Error(), "--topology-value") || !strings.Contains(err.Error(), "--host-nqn-reannotate") || !strings.Contains(err.Error(), "carrier-pigeon") {
 		t.Fatalf("bad values: %v", err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	mount "k8s.io/mount-utils"
+	utilexec "k8s.io/utils/exec"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -27,6 +29,13 @@ type NodeOptions struct {
 	HostNQNPath string
 	// Reannotate: how often the host NQN annotation is re-asserted.
 	Reannotate time.Duration
+	// Transport attaches volumes: "loop" (the RDS simulator's fabric
+	// endpoint and loop devices) or "none"; NVMe/TCP arrives with the node
+	// issue.
+	Transport  string
+	StateDir   string
+	NQNPrefix  string
+	SlotPrefix string
 }
 
 // ParseNodeFlags parses args into options and validates them.
@@ -43,6 +52,10 @@ func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Lo
 	fs.StringVar(&o.HostRoot, "host-root", "", "where the host's file system is mounted in this container (empty: the host itself)")
 	fs.StringVar(&o.HostNQNPath, "host-nqn-file", nodeagent.DefaultHostNQNPath, "the host's NVMe host NQN file (created with a stable random NQN if absent)")
 	fs.DurationVar(&o.Reannotate, "host-nqn-reannotate", 5*time.Minute, "how often the host NQN annotation on the Node is re-asserted")
+	fs.StringVar(&o.Transport, "transport", "none", "how volumes are attached: loop (the RDS simulator's fabric endpoint; test and local environments) or none (NodeGetInfo only; NVMe/TCP arrives with the node issue)")
+	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/rds-fence", "where the node plugin remembers what it attached")
+	fs.StringVar(&o.NQNPrefix, "nqn-prefix", "nqn.2000-02.com.mikrotik:", "subsystem NQN prefix (the controller's --nqn-prefix)")
+	fs.StringVar(&o.SlotPrefix, "slot-prefix", "pvc-", "slot prefix of this driver's volumes (the controller's --slot-prefix)")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -53,6 +66,9 @@ func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Lo
 	}
 	if o.CSI.TopologyValue == "" {
 		errs = append(errs, errors.New("--topology-value must not be empty"))
+	}
+	if o.Transport != "loop" && o.Transport != "none" {
+		errs = append(errs, fmt.Errorf("--transport must be loop or none, got %q", o.Transport))
 	}
 	if o.Reannotate <= 0 {
 		errs = append(errs, fmt.Errorf("--host-nqn-reannotate must be positive, got %s", o.Reannotate))
@@ -87,6 +103,12 @@ func RunNode(ctx context.Context, args []string, version string) error {
 	srv, err := csi.NewNodeServer(o.CSI, log)
 	if err != nil {
 		return err
+	}
+	if o.Transport == "loop" {
+		srv.WithVolumes(&csi.NodeVolumes{
+			Connector: &nodeagent.LoopConnector{Exec: nodeagent.HostExec{}, StateDir: o.StateDir, Prefix: o.NQNPrefix + o.SlotPrefix},
+			HostNQN:   nqn, NQNPrefix: o.NQNPrefix,
+			Mounter: &mount.SafeFormatAndMount{Interface: mount.New(""), Exec: utilexec.New()}})
 	}
 	lis, err := csi.Listen(o.Endpoint)
 	if err != nil {

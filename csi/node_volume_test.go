@@ -1,0 +1,192 @@
+package csi
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	mount "k8s.io/mount-utils"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/rds-fence/rds-fence/nodeagent"
+	"github.com/rds-fence/rds-fence/rds/rdssim"
+)
+
+const (
+	testHost = "nqn.2014-08.org.nvmexpress:uuid:node-test"
+	testNQNs = "nqn.2000-02.com.mikrotik:"
+)
+
+// nodeWithDisk runs the node service over the loop transport against an
+// in-process simulator holding one 64 MiB volume whose fence admits
+// allowed. It returns the server, the volume ID and its volume context.
+func nodeWithDisk(t *testing.T, allowed string) (*NodeServer, string, map[string]string) {
+	t.Helper()
+	sim, err := rdssim.New(rdssim.Options{Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := rdssim.ServeFabric(sim, lis)
+	t.Cleanup(func() { _ = f.Close() })
+	port := lis.Addr().(*net.TCPAddr).Port
+	id := "pvc-000000000000000000000000beef"
+	sim.Exec(fmt.Sprintf(`/disk add type=file file-path="/storage-pool/kubernetes-volumes/%s.img" file-size=64M slot="%s" nvme-tcp-export=yes nvme-tcp-server-port=%d nvme-tcp-server-nqn="%s%s" nvme-tcp-server-allow-host-name="%s"`,
+		id, id, port, testNQNs, id, allowed))
+	n, err := NewNodeServer(NodeOptions{NodeID: "node-test", TopologyValue: "rds"}, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := &nodeagent.LoopConnector{Exec: nodeagent.HostExec{}, StateDir: t.TempDir(), Prefix: testNQNs + "pvc-"}
+	t.Cleanup(func() { _ = conn.Disconnect(context.Background(), testNQNs+id) })
+	n.WithVolumes(&NodeVolumes{Connector: conn, HostNQN: testHost, NQNPrefix: testNQNs,
+		Mounter: &mount.SafeFormatAndMount{Interface: mount.New(""), Exec: utilexec.New()}})
+	vc := map[string]string{CtxNQN: testNQNs + id, CtxTargetAddress: "127.0.0.1", CtxTargetPort: strconv.Itoa(port)}
+	return n, id, vc
+}
+
+func fsCap(fs string) *csipb.VolumeCapability {
+	return &csipb.VolumeCapability{AccessType: &csipb.VolumeCapability_Mount{Mount: &csipb.VolumeCapability_MountVolume{FsType: fs}},
+		AccessMode: &csipb.VolumeCapability_AccessMode{Mode: csipb.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}
+}
+
+func rawCap() *csipb.VolumeCapability {
+	return &csipb.VolumeCapability{AccessType: &csipb.VolumeCapability_Block{Block: &csipb.VolumeCapability_BlockVolume{}},
+		AccessMode: &csipb.VolumeCapability_AccessMode{Mode: csipb.VolumeCapability_AccessMode_SINGLE_NODE_WRITER}}
+}
+
+func wantNodeCode(t *testing.T, err error, code codes.Code, part string) {
+	t.Helper()
+	if status.Code(err) != code || !strings.Contains(err.Error(), part) {
+		t.Fatalf("error %v, want %s mentioning %q", err, code, part)
+	}
+}
+
+// TestNodeStageNeverReformats: data written through a staged file system
+// survives unstage and restage; a restage asking for another file system
+// fails instead of formatting over the data.
+func TestNodeStageNeverReformats(t *testing.T) {
+	n, id, vc := nodeWithDisk(t, testHost)
+	ctx := t.Context()
+	staging, target := filepath.Join(t.TempDir(), "staging"), filepath.Join(t.TempDir(), "target")
+	stage := func(c *csipb.VolumeCapability) error {
+		_, err := n.NodeStageVolume(ctx, &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: c,
+			VolumeContext: vc, PublishContext: map[string]string{PubCtxHolder: "node-test"}})
+		return err
+	}
+	unstage := func() {
+		t.Helper()
+		if _, err := n.NodeUnstageVolume(ctx, &csipb.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stage(fsCap("")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = n.NodeUnstageVolume(context.Background(), &csipb.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+	})
+	if err := stage(fsCap("")); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if _, err := n.NodePublishVolume(ctx, &csipb.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: target,
+		VolumeCapability: fsCap(""), VolumeContext: vc}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(target, "data"), []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(target); !os.IsNotExist(err) {
+		t.Fatalf("target left behind: %v", err)
+	}
+	unstage()
+	// Restaged: the data is there (no format of a disk that has one).
+	if err := stage(fsCap("ext4")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(staging, "data")); err != nil || string(b) != "precious" {
+		t.Fatalf("data after restage: %q, %v", b, err)
+	}
+	unstage()
+	// Another file system asked for: refused, the data untouched.
+	if err := stage(fsCap("xfs")); err == nil {
+		t.Fatal("an ext4 volume was staged as xfs")
+	}
+	unstage()
+	if err := stage(fsCap("ext4")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(staging, "data")); err != nil || string(b) != "precious" {
+		t.Fatalf("data after a refused xfs stage: %q, %v", b, err)
+	}
+}
+
+// TestNodeBlockPublishIsADeviceNode: a block volume is published as a
+// device node with the attached device's major:minor, not a bind mount.
+func TestNodeBlockPublishIsADeviceNode(t *testing.T) {
+	n, id, vc := nodeWithDisk(t, testHost)
+	ctx := t.Context()
+	staging, target := t.TempDir(), filepath.Join(t.TempDir(), "dev", "block")
+	if _, err := n.NodeStageVolume(ctx, &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: rawCap(), VolumeContext: vc}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = n.NodeUnstageVolume(context.Background(), &csipb.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+	})
+	pub := &csipb.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: target, VolumeCapability: rawCap(), VolumeContext: vc}
+	for range 2 { // idempotent
+		if _, err := n.NodePublishVolume(ctx, pub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dev, err := n.vols.Connector.Device(ctx, testNQNs+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d, p unix.Stat_t
+	if unix.Stat(dev, &d) != nil || unix.Lstat(target, &p) != nil || p.Mode&unix.S_IFMT != unix.S_IFBLK || p.Rdev != d.Rdev {
+		t.Fatalf("target %s is not the device node of %s", target, dev)
+	}
+	if _, err := n.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(target); !os.IsNotExist(err) {
+		t.Fatalf("device node left behind: %v", err)
+	}
+}
+
+// TestNodeStageRefusals: a volume published to another node, or one the
+// storage's fence does not admit this node to, is never attached.
+func TestNodeStageRefusals(t *testing.T) {
+	n, id, vc := nodeWithDisk(t, "nqn.2014-08.org.nvmexpress:uuid:someone-else")
+	ctx := t.Context()
+	req := &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: t.TempDir(), VolumeCapability: fsCap(""), VolumeContext: vc,
+		PublishContext: map[string]string{PubCtxHolder: "node-other"}}
+	_, err := n.NodeStageVolume(ctx, req)
+	wantNodeCode(t, err, codes.FailedPrecondition, "published to node node-other, not to this node node-test")
+	req.PublishContext[PubCtxHolder] = "node-test"
+	_, err = n.NodeStageVolume(ctx, req)
+	wantNodeCode(t, err, codes.FailedPrecondition, "the storage refused this node")
+	if _, err := n.vols.Connector.Device(ctx, testNQNs+id); err == nil {
+		t.Fatal("a refused volume is attached")
+	}
+	bad := map[string]string{CtxNQN: testNQNs + "pvc-other", CtxTargetAddress: "127.0.0.1", CtxTargetPort: vc[CtxTargetPort]}
+	_, err = n.NodeStageVolume(ctx, &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: t.TempDir(), VolumeCapability: fsCap(""), VolumeContext: bad})
+	wantNodeCode(t, err, codes.InvalidArgument, "is not this volume's")
+}
