@@ -83,8 +83,14 @@ func (n *NodeServer) NodeGetCapabilities(context.Context, *csipb.NodeGetCapabili
 	if n.vols == nil {
 		return &csipb.NodeGetCapabilitiesResponse{}, nil
 	}
-	return &csipb.NodeGetCapabilitiesResponse{Capabilities: []*csipb.NodeServiceCapability{{Type: &csipb.NodeServiceCapability_Rpc{
-		Rpc: &csipb.NodeServiceCapability_RPC{Type: csipb.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME}}}}}, nil
+	rpc := func(t csipb.NodeServiceCapability_RPC_Type) *csipb.NodeServiceCapability {
+		return &csipb.NodeServiceCapability{Type: &csipb.NodeServiceCapability_Rpc{Rpc: &csipb.NodeServiceCapability_RPC{Type: t}}}
+	}
+	return &csipb.NodeGetCapabilitiesResponse{Capabilities: []*csipb.NodeServiceCapability{
+		rpc(csipb.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME),
+		rpc(csipb.NodeServiceCapability_RPC_GET_VOLUME_STATS),
+		rpc(csipb.NodeServiceCapability_RPC_EXPAND_VOLUME),
+	}}, nil
 }
 
 // Run serves on lis until ctx is done.

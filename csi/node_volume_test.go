@@ -31,6 +31,11 @@ const (
 // in-process simulator holding one 64 MiB volume whose fence admits
 // allowed. It returns the server, the volume ID and its volume context.
 func nodeWithDisk(t *testing.T, allowed string) (*NodeServer, string, map[string]string) {
+	n, id, vc, _ := nodeWithSim(t, allowed)
+	return n, id, vc
+}
+
+func nodeWithSim(t *testing.T, allowed string) (*NodeServer, string, map[string]string, *rdssim.Simulator) {
 	t.Helper()
 	sim, err := rdssim.New(rdssim.Options{Root: t.TempDir()})
 	if err != nil {
@@ -55,7 +60,7 @@ func nodeWithDisk(t *testing.T, allowed string) (*NodeServer, string, map[string
 	n.WithVolumes(&NodeVolumes{Connector: conn, HostNQN: testHost, NQNPrefix: testNQNs,
 		Mounter: &mount.SafeFormatAndMount{Interface: mount.New(""), Exec: utilexec.New()}})
 	vc := map[string]string{CtxNQN: testNQNs + id, CtxTargetAddress: "127.0.0.1", CtxTargetPort: strconv.Itoa(port)}
-	return n, id, vc
+	return n, id, vc, sim
 }
 
 func fsCap(fs string) *csipb.VolumeCapability {
@@ -189,4 +194,57 @@ func TestNodeStageRefusals(t *testing.T) {
 	bad := map[string]string{CtxNQN: testNQNs + "pvc-other", CtxTargetAddress: "127.0.0.1", CtxTargetPort: vc[CtxTargetPort]}
 	_, err = n.NodeStageVolume(ctx, &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: t.TempDir(), VolumeCapability: fsCap(""), VolumeContext: bad})
 	wantNodeCode(t, err, codes.InvalidArgument, "is not this volume's")
+}
+
+// TestNodeExpandAndStats: after the volume grows on the RDS,
+// NodeExpandVolume makes the attached device pick up the new size (block
+// volume); a published file system reports stats, which turn into a clear
+// error once the device is gone behind the plugin's back. (Growing a
+// mounted ext4 online cannot be exercised on this machine: its kernel
+// answers resize2fs "Permission denied to resize filesystem".)
+func TestNodeExpandAndStats(t *testing.T) {
+	n, id, vc, sim := nodeWithSim(t, testHost)
+	ctx := t.Context()
+	staging, node := t.TempDir(), filepath.Join(t.TempDir(), "block")
+	if _, err := n.NodeStageVolume(ctx, &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: rawCap(), VolumeContext: vc}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = n.NodeUnpublishVolume(context.Background(), &csipb.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: node})
+		_, _ = n.NodeUnstageVolume(context.Background(), &csipb.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+	})
+	if _, err := n.NodePublishVolume(ctx, &csipb.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: node, VolumeCapability: rawCap(), VolumeContext: vc}); err != nil {
+		t.Fatal(err)
+	}
+	size := func() int64 {
+		t.Helper()
+		st, err := n.NodeGetVolumeStats(ctx, &csipb.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.GetUsage()[0].GetTotal()
+	}
+	if got := size(); got != 64<<20 {
+		t.Fatalf("block size %d, want 64 MiB", got)
+	}
+	if out := sim.Exec(fmt.Sprintf(`/disk set [find slot="%s"] file-size=128M`, id)); strings.TrimSpace(out) != "" {
+		t.Fatalf("resize: %q", out)
+	}
+	resp, err := n.NodeExpandVolume(ctx, &csipb.NodeExpandVolumeRequest{VolumeId: id, VolumePath: node, StagingTargetPath: staging, VolumeCapability: rawCap()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetCapacityBytes() != 128<<20 || size() != 128<<20 {
+		t.Fatalf("after expand: capacity %d, device %d; want 128 MiB", resp.GetCapacityBytes(), size())
+	}
+	// The device disappears behind the plugin's back.
+	dev, err := n.vols.Connector.Device(ctx, testNQNs+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := (nodeagent.HostExec{}).Output(ctx, "losetup", "--detach", dev); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	_, err = n.NodeGetVolumeStats(ctx, &csipb.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: node})
+	wantNodeCode(t, err, codes.Internal, "is abnormal")
 }

@@ -27,6 +27,9 @@ type Connector interface {
 	Device(ctx context.Context, subsystemNQN string) (string, error)
 	// Disconnect detaches the subsystem (idempotent).
 	Disconnect(ctx context.Context, subsystemNQN string) error
+	// Refresh makes the attached device pick up a new size after the
+	// volume was expanded on the storage.
+	Refresh(ctx context.Context, subsystemNQN string) error
 }
 
 // ErrNotConnected: the subsystem is not attached on this node.

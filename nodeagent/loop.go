@@ -153,6 +153,19 @@ func (c *LoopConnector) Disconnect(ctx context.Context, nqn string) error {
 	return nil
 }
 
+// Refresh implements Connector: the loop device re-reads its backing
+// file's size.
+func (c *LoopConnector) Refresh(ctx context.Context, nqn string) error {
+	dev, err := c.Device(ctx, nqn)
+	if err != nil {
+		return err
+	}
+	if out, err := c.Exec.Output(ctx, "losetup", "--set-capacity", dev); err != nil {
+		return fmt.Errorf("losetup --set-capacity %s: %w: %s", dev, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 func writeAtomic(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-")
 	if err != nil {
