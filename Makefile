@@ -34,8 +34,17 @@ $(BIN)/kube-apiserver:
 $(BIN)/etcd:
 	hack/build-control-plane.sh $(BIN) etcd
 
+# Node tools the node tests use for real (loop devices, mkfs, mounts).
+NODE_TOOLS := losetup blkid mkfs.ext4 mkfs.xfs xfs_growfs resize2fs mount
+
+.PHONY: host-tools
+host-tools: ## Install the node tools the tests run for real (apt, when missing; needs root).
+	@missing=""; for t in $(NODE_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then echo ">> installing node tools (missing:$$missing)"; \
+	  apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends util-linux mount e2fsprogs xfsprogs >/dev/null; fi
+
 .PHONY: test
-test: control-plane build ## Unit, simulator-over-SSH, csi-sanity and envtest suites (race detector), then short fuzzing of the parsers and the admission webhook.
+test: control-plane build host-tools ## Unit, simulator-over-SSH, csi-sanity and envtest suites (race detector), then short fuzzing of the parsers and the admission webhook.
 	$(GO) test $(GOFLAGS) -race -timeout 20m ./...
 	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzParseDetail$$' -fuzztime $(FUZZTIME) ./rds
 	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime 30000x ./rds

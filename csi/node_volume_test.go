@@ -31,11 +31,11 @@ const (
 // in-process simulator holding one 64 MiB volume whose fence admits
 // allowed. It returns the server, the volume ID and its volume context.
 func nodeWithDisk(t *testing.T, allowed string) (*NodeServer, string, map[string]string) {
-	n, id, vc, _ := nodeWithSim(t, allowed)
+	n, id, vc, _ := nodeWithSim(t, allowed, "64M")
 	return n, id, vc
 }
 
-func nodeWithSim(t *testing.T, allowed string) (*NodeServer, string, map[string]string, *rdssim.Simulator) {
+func nodeWithSim(t *testing.T, allowed, size string) (*NodeServer, string, map[string]string, *rdssim.Simulator) {
 	t.Helper()
 	sim, err := rdssim.New(rdssim.Options{Root: t.TempDir()})
 	if err != nil {
@@ -49,8 +49,8 @@ func nodeWithSim(t *testing.T, allowed string) (*NodeServer, string, map[string]
 	t.Cleanup(func() { _ = f.Close() })
 	port := lis.Addr().(*net.TCPAddr).Port
 	id := "pvc-000000000000000000000000beef"
-	sim.Exec(fmt.Sprintf(`/disk add type=file file-path="/storage-pool/kubernetes-volumes/%s.img" file-size=64M slot="%s" nvme-tcp-export=yes nvme-tcp-server-port=%d nvme-tcp-server-nqn="%s%s" nvme-tcp-server-allow-host-name="%s"`,
-		id, id, port, testNQNs, id, allowed))
+	sim.Exec(fmt.Sprintf(`/disk add type=file file-path="/storage-pool/kubernetes-volumes/%s.img" file-size=%s slot="%s" nvme-tcp-export=yes nvme-tcp-server-port=%d nvme-tcp-server-nqn="%s%s" nvme-tcp-server-allow-host-name="%s"`,
+		id, size, id, port, testNQNs, id, allowed))
 	n, err := NewNodeServer(NodeOptions{NodeID: "node-test", TopologyValue: "rds"}, logr.Discard())
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +203,7 @@ func TestNodeStageRefusals(t *testing.T) {
 // mounted ext4 online cannot be exercised on this machine: its kernel
 // answers resize2fs "Permission denied to resize filesystem".)
 func TestNodeExpandAndStats(t *testing.T) {
-	n, id, vc, sim := nodeWithSim(t, testHost)
+	n, id, vc, sim := nodeWithSim(t, testHost, "64M")
 	ctx := t.Context()
 	staging, node := t.TempDir(), filepath.Join(t.TempDir(), "block")
 	if _, err := n.NodeStageVolume(ctx, &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: rawCap(), VolumeContext: vc}); err != nil {
@@ -247,4 +247,30 @@ func TestNodeExpandAndStats(t *testing.T) {
 	}
 	_, err = n.NodeGetVolumeStats(ctx, &csipb.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: node})
 	wantNodeCode(t, err, codes.Internal, "is abnormal")
+}
+
+// TestNodeStageXFS: an empty volume asked for as xfs is formatted xfs
+// (mkfs.xfs wants at least 300 MB; the file is sparse).
+func TestNodeStageXFS(t *testing.T) {
+	n, id, vc, _ := nodeWithSim(t, testHost, "512M")
+	staging := filepath.Join(t.TempDir(), "staging")
+	if _, err := n.NodeStageVolume(t.Context(), &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: fsCap("xfs"), VolumeContext: vc}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = n.NodeUnstageVolume(context.Background(), &csipb.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+	})
+	mps, err := mount.New("").List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mp := range mps {
+		if mp.Path == staging {
+			if mp.Type != "xfs" {
+				t.Fatalf("staged as %s, want xfs", mp.Type)
+			}
+			return
+		}
+	}
+	t.Fatalf("%s is not mounted", staging)
 }
