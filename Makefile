@@ -43,8 +43,16 @@ host-tools: ## Install the node tools the tests run for real (apt, when missing;
 	if [ -n "$$missing" ]; then echo ">> installing node tools (missing:$$missing)"; \
 	  apt-get update -qq >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends util-linux mount e2fsprogs xfsprogs >/dev/null; fi
 
+VM := $(BIN)/vm/vmlinuz $(BIN)/vm/base.cpio.gz
+
+.PHONY: vm
+vm: $(VM) ## Build the qemu guest (Debian kernel + initramfs with nvmet and nvme-tcp) into bin/vm (once; cached).
+
+$(VM):
+	hack/vm/build.sh $(BIN)/vm
+
 .PHONY: test
-test: control-plane build host-tools ## Unit, simulator-over-SSH, csi-sanity and envtest suites (race detector), then short fuzzing of the parsers and the admission webhook.
+test: control-plane build host-tools vm ## Unit, simulator-over-SSH, csi-sanity and envtest suites (race detector), then short fuzzing of the parsers and the admission webhook.
 	$(GO) test $(GOFLAGS) -race -timeout 20m ./...
 	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzParseDetail$$' -fuzztime $(FUZZTIME) ./rds
 	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime 30000x ./rds

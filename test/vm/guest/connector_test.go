@@ -1,0 +1,134 @@
+//go:build vmguest
+
+package guest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/rds-fence/rds-fence/nodeagent"
+)
+
+const (
+	prefix = "nqn.2000-02.com.mikrotik:pvc-"
+	hostA  = "nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-4000-8000-000000000001"
+	hostB  = "nqn.2014-08.org.nvmexpress:uuid:bbbbbbbb-0000-4000-8000-000000000002"
+)
+
+func pattern(n int) []byte { return bytes.Repeat([]byte("rds-fence-vm!"), n/13+1)[:n] }
+
+func writeRead(t *testing.T, dev string, off int64, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(dev, os.O_RDWR|os.O_SYNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, off); err != nil {
+		t.Fatalf("write %s: %v\n%s", dev, err, dmesgTail())
+	}
+	got := make([]byte, len(data))
+	if _, err := f.ReadAt(got, off); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back from %s: %v (equal %v)", dev, err, bytes.Equal(got, data))
+	}
+}
+
+// TestConnectFenceDisconnect: the connector attaches the namespace for the
+// admitted host, is refused for another host with a clear error, and a
+// disconnect leaves no controller behind.
+func TestConnectFenceDisconnect(t *testing.T) {
+	nqn := prefix + "000000000000000000000000000001"
+	newTarget(t, nqn, hostA, "1", "4420")
+	c := &nodeagent.NVMeConnector{Prefix: prefix, ReconnectDelay: 1}
+	ctx := context.Background()
+	target := nodeagent.Target{Address: "127.0.0.1", Port: 4420, SubsystemNQN: nqn}
+
+	b := target
+	b.HostNQN = hostB
+	if _, err := c.Connect(ctx, b); !errors.Is(err, nodeagent.ErrFenced) {
+		t.Fatalf("connect as a host the target does not admit: %v", err)
+	}
+	if ctrls := c.Controllers(nqn); len(ctrls) != 0 {
+		t.Fatalf("controllers left after a refused connect: %v", ctrls)
+	}
+	a := target
+	a.HostNQN = hostA
+	start := time.Now()
+	dev, err := c.Connect(ctx, a)
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, dmesgTail())
+	}
+	t.Logf("connected %s as %s in %s", dev, hostA, time.Since(start))
+	writeRead(t, dev, 1<<20, pattern(64<<10))
+	if again, err := c.Connect(ctx, a); err != nil || again != dev {
+		t.Fatalf("second connect = %q, %v; want %q", again, err, dev)
+	}
+	if err := c.Disconnect(ctx, nqn); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(c.Controllers(nqn)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ctrls := c.Controllers(nqn); len(ctrls) != 0 {
+		t.Fatalf("controllers left after disconnect: %v", ctrls)
+	}
+	if _, err := c.Device(ctx, nqn); !errors.Is(err, nodeagent.ErrNotConnected) {
+		t.Fatalf("device after disconnect: %v", err)
+	}
+}
+
+// TestShortOutage: the target's port goes away for less than ctrl_loss_tmo
+// (-1 here: never give up) and comes back; the controller reconnects, the
+// device keeps its name, and the data written before is intact.
+func TestShortOutage(t *testing.T) {
+	nqn := prefix + "000000000000000000000000000002"
+	tg := newTarget(t, nqn, hostA, "2", "4421")
+	c := &nodeagent.NVMeConnector{Prefix: prefix, ReconnectDelay: 1}
+	ctx := context.Background()
+	dev, err := c.Connect(ctx, nodeagent.Target{Address: "127.0.0.1", Port: 4421, SubsystemNQN: nqn, HostNQN: hostA})
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, dmesgTail())
+	}
+	defer c.Disconnect(ctx, nqn)
+	data := pattern(32 << 10)
+	writeRead(t, dev, 0, data)
+	ctrl := c.Controllers(nqn)[0]
+	tg.unlink(t)
+	lost := time.Now()
+	for c.State(ctrl) == "live" && time.Since(lost) < 30*time.Second {
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("state %s after %s without the target", c.State(ctrl), time.Since(lost).Round(time.Millisecond))
+	if c.State(ctrl) == "live" {
+		t.Fatalf("the controller still says live 30s after the target went away")
+	}
+	time.Sleep(2 * time.Second)
+	tg.link(t)
+	back := time.Now()
+	for c.State(ctrl) != "live" && time.Since(back) < 30*time.Second {
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("live again %s after the target came back", time.Since(back).Round(time.Millisecond))
+	if c.State(ctrl) != "live" {
+		t.Fatalf("not live 30s after the target came back: %s\n%s", c.State(ctrl), dmesgTail())
+	}
+	if again, err := c.Device(ctx, nqn); err != nil || again != dev {
+		t.Fatalf("device after the outage = %q, %v; want %q", again, err, dev)
+	}
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	_, err = f.ReadAt(got, 0)
+	f.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("data after the outage: %v (equal %v)", err, bytes.Equal(got, data))
+	}
+	writeRead(t, dev, 2<<20, pattern(16<<10))
+}
