@@ -132,3 +132,71 @@ func TestShortOutage(t *testing.T) {
 	}
 	writeRead(t, dev, 2<<20, pattern(16<<10))
 }
+
+// TestLongOutageReconnect: the target stays away longer than
+// ctrl_loss_tmo, so the kernel removes the controller and gives up; the
+// monitor reports the volume lost while the target is away and connects
+// it again once it is back. Another volume connected meanwhile takes the
+// freed device number, so the volume comes back renumbered: the monitor
+// says so (OnDevice), and the data is intact on the new device.
+func TestLongOutageReconnect(t *testing.T) {
+	nqn := prefix + "000000000000000000000000000003"
+	tg := newTarget(t, nqn, hostA, "3", "4422")
+	c := &nodeagent.NVMeConnector{Prefix: prefix, ReconnectDelay: 1, CtrlLossTmo: 2}
+	ctx := context.Background()
+	target := nodeagent.Target{Address: "127.0.0.1", Port: 4422, SubsystemNQN: nqn, HostNQN: hostA}
+	dev, err := c.Connect(ctx, target)
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, dmesgTail())
+	}
+	defer c.Disconnect(ctx, nqn)
+	data := pattern(48 << 10)
+	writeRead(t, dev, 4096, data)
+	var lost []string
+	var moved [][2]string
+	m := &nodeagent.Monitor{Fabric: c, OnLost: func(n string, err error) { lost = append(lost, err.Error()) },
+		OnDevice: func(n, old, cur string) { moved = append(moved, [2]string{old, cur}) }}
+	m.Expect(target, dev)
+
+	tg.unlink(t)
+	gone := time.Now()
+	for len(c.Controllers(nqn)) > 0 && time.Since(gone) < 30*time.Second {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(c.Controllers(nqn)) > 0 {
+		t.Fatalf("the kernel kept the controller 30s past ctrl_loss_tmo=2\n%s", dmesgTail())
+	}
+	t.Logf("the kernel removed the controller %s after the target went away", time.Since(gone).Round(time.Millisecond))
+	m.Check(ctx) // target still away: reported, not reconnected
+	if len(lost) != 1 {
+		t.Fatalf("lost reports while the target is away: %q", lost)
+	}
+	other := prefix + "000000000000000000000000000004"
+	newTarget(t, other, hostA, "4", "4423")
+	if _, err := c.Connect(ctx, nodeagent.Target{Address: "127.0.0.1", Port: 4423, SubsystemNQN: other, HostNQN: hostA}); err != nil {
+		t.Fatalf("connecting another volume during the outage: %v", err)
+	}
+	defer c.Disconnect(ctx, other)
+	tg.link(t)
+	back := time.Now()
+	m.Check(ctx)
+	cur := m.Device(nqn)
+	if len(c.Controllers(nqn)) == 0 || cur == "" {
+		t.Fatalf("not reconnected after the target came back\n%s", dmesgTail())
+	}
+	t.Logf("reconnected by the monitor %s after the target came back: %s (was %s), renumbered %v",
+		time.Since(back).Round(time.Millisecond), cur, dev, moved)
+	if cur == dev || len(moved) != 1 || moved[0] != [2]string{dev, cur} {
+		t.Fatalf("renumbering not reported: device %s -> %s, OnDevice calls %v", dev, cur, moved)
+	}
+	f, err := os.Open(cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(data))
+	_, err = f.ReadAt(got, 4096)
+	f.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("data after the long outage: %v (equal %v)", err, bytes.Equal(got, data))
+	}
+}
