@@ -64,6 +64,7 @@ func TestPodsAndBindings(t *testing.T) {
 		mustContain(t, "warning", w[0], "attached to node "+a)
 	}
 	// ...and a scheduler binding it to another node is refused, to the holder admitted.
+	f.cached(&corev1.Pod{}, client.ObjectKey{Namespace: f.ns, Name: "on-a"}) // named in the message
 	denied(t, bind(t, admin, f.ns, "floating", b), "bindings.rds-fence.csi.dev", "cannot run on node "+b, "used by pod "+f.ns+"/on-a")
 	if err := bind(t, admin, f.ns, "floating", a); err != nil {
 		t.Fatalf("binding to the holder: %v", err)
@@ -247,10 +248,14 @@ func TestVMIOnHeldClaim(t *testing.T) {
 	} else {
 		mustContain(t, "warning", w[0], "attached to node "+a)
 	}
-	pinned := vmiUsing(f.ns, "pinned", "disk")
+	// Another VMI on the same claim: refused, it is in use by the first.
+	f.cached(&kubevirtv1.VirtualMachineInstance{}, client.ObjectKey{Namespace: f.ns, Name: "restarted"})
+	denied(t, c.Create(t.Context(), vmiUsing(f.ns, "second", "disk")), "vmis.rds-fence.csi.dev", "in use by VMI "+f.ns+"/restarted")
+	// A VMI pinned away from the node holding its claim could never start.
+	f.volume("disk2", false, a)
+	pinned := vmiUsing(f.ns, "pinned", "disk2")
 	pinned.Spec.NodeSelector = map[string]string{"zone": "z2"}
-	// (refused for vm "restarted" first: it uses the claim and has not finished)
-	denied(t, c.Create(t.Context(), pinned), "vmis.rds-fence.csi.dev", "in use by VMI "+f.ns+"/restarted")
+	denied(t, c.Create(t.Context(), pinned), "vmis.rds-fence.csi.dev", "can never start", "attached to node "+a)
 }
 
 func TestWarnAndDryRunModes(t *testing.T) {

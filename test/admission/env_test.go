@@ -249,6 +249,7 @@ func (f *fixture) node(name string, labels map[string]string) string {
 		f.t.Fatal(err)
 	}
 	f.t.Cleanup(func() { _ = direct.Delete(context.Background(), n) })
+	f.cached(&corev1.Node{}, client.ObjectKeyFromObject(n)) // a holder must be known to be live
 	return n.Name
 }
 
