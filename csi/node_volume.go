@@ -28,6 +28,15 @@ type NodeVolumes struct {
 	Mounter   *mount.SafeFormatAndMount
 	// NQNPrefix makes a volume ID its subsystem NQN (the controller's --nqn-prefix).
 	NQNPrefix string
+	// Watcher, when set, is told what is staged (the node agent's monitor,
+	// which keeps it connected).
+	Watcher Watcher
+}
+
+// Watcher follows the staged volumes (nodeagent.Monitor).
+type Watcher interface {
+	Expect(t nodeagent.Target, device string)
+	Forget(subsystemNQN string)
 }
 
 func (n *NodeServer) volumes() (*NodeVolumes, error) {
@@ -90,12 +99,16 @@ func (n *NodeServer) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVo
 		return nil, err
 	}
 	defer unlock()
-	dev, err := v.Connector.Connect(ctx, nodeagent.Target{Address: vc[CtxTargetAddress], Port: port, SubsystemNQN: vc[CtxNQN], HostNQN: v.HostNQN})
+	tgt := nodeagent.Target{Address: vc[CtxTargetAddress], Port: port, SubsystemNQN: vc[CtxNQN], HostNQN: v.HostNQN}
+	dev, err := v.Connector.Connect(ctx, tgt)
 	if errors.Is(err, nodeagent.ErrFenced) {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s: the storage refused this node (host NQN %s): %v", id, v.HostNQN, err)
 	}
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "volume %s: attaching it: %v", id, err)
+	}
+	if v.Watcher != nil {
+		v.Watcher.Expect(tgt, dev)
 	}
 	if fsType == "" {
 		return &csipb.NodeStageVolumeResponse{}, nil // block: published from the device itself
@@ -135,6 +148,9 @@ func (n *NodeServer) NodeUnstageVolume(ctx context.Context, req *csipb.NodeUnsta
 	defer unlock()
 	if err := mount.CleanupMountPoint(staging, v.Mounter, true); err != nil {
 		return nil, status.Errorf(codes.Internal, "volume %s: unmounting %s: %v", id, staging, err)
+	}
+	if v.Watcher != nil {
+		v.Watcher.Forget(v.NQNPrefix + id) // before the disconnect: the monitor must not reconnect it
 	}
 	if err := v.Connector.Disconnect(ctx, v.NQNPrefix+id); err != nil {
 		return nil, status.Errorf(codes.Internal, "volume %s: detaching it: %v", id, err)

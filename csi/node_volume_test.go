@@ -274,3 +274,33 @@ func TestNodeStageXFS(t *testing.T) {
 	}
 	t.Fatalf("%s is not mounted", staging)
 }
+
+type recordingWatcher struct{ calls []string }
+
+func (r *recordingWatcher) Expect(t nodeagent.Target, dev string) {
+	r.calls = append(r.calls, "expect "+t.SubsystemNQN+" "+t.HostNQN+" "+dev)
+}
+func (r *recordingWatcher) Forget(nqn string) { r.calls = append(r.calls, "forget "+nqn) }
+
+// TestNodeStageTellsTheMonitor: what is staged is handed to the node
+// agent's monitor (to keep it connected), and taken back at unstage.
+func TestNodeStageTellsTheMonitor(t *testing.T) {
+	n, id, vc := nodeWithDisk(t, testHost)
+	w := &recordingWatcher{}
+	n.vols.Watcher = w
+	staging := t.TempDir()
+	if _, err := n.NodeStageVolume(t.Context(), &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: rawCap(), VolumeContext: vc}); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := n.vols.Connector.Device(t.Context(), testNQNs+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.NodeUnstageVolume(t.Context(), &csipb.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"expect " + testNQNs + id + " " + testHost + " " + dev, "forget " + testNQNs + id}
+	if strings.Join(w.calls, "|") != strings.Join(want, "|") {
+		t.Fatalf("monitor calls %q, want %q", w.calls, want)
+	}
+}

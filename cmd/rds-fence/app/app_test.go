@@ -158,7 +158,7 @@ func TestNodeFlags(t *testing.T) {
 	if err != nil || o.CSI.NodeID != "worker-1" || o.HostNQNPath != "/etc/nvme/hostnqn" || o.CSI.Version != "v1" {
 		t.Fatalf("defaults: %+v, %v", o, err)
 	}
-	if _, _, err := ParseNodeFlags([]string{"--topology-value=", "--host-nqn-reannotate=0s", "--transport=carrier-pigeon"}, "v1"); err == nil ||
+	if _, _, err := ParseNodeFlags([]string{"--topology-value=", "--host-nqn-reannotate=0s", "--transport=carrier-pigeon", "--nvme-ctrl-loss-tmo=-2"}, "v1"); err == nil || !strings.Contains(err.Error(), "--nvme-ctrl-loss-tmo") ||
 		!strings.Contains(err.Error(), "--topology-value") || !strings.Contains(err.Error(), "--host-nqn-reannotate") || !strings.Contains(err.Error(), "carrier-pigeon") {
 		t.Fatalf("bad values: %v", err)
 	}

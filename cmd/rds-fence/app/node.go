@@ -29,13 +29,16 @@ type NodeOptions struct {
 	HostNQNPath string
 	// Reannotate: how often the host NQN annotation is re-asserted.
 	Reannotate time.Duration
-	// Transport attaches volumes: "loop" (the RDS simulator's fabric
-	// endpoint and loop devices) or "none"; NVMe/TCP arrives with the node
-	// issue.
+	// Transport attaches volumes: "nvme" (NVMe/TCP, watched by the node
+	// agent's monitor), "loop" (the RDS simulator's fabric endpoint and
+	// loop devices) or "none".
 	Transport  string
 	StateDir   string
 	NQNPrefix  string
 	SlotPrefix string
+	// NVMe/TCP: kernel connect options and the monitor's period.
+	CtrlLossTmo, ReconnectDelay, KeepAliveTmo int
+	MonitorInterval                           time.Duration
 }
 
 // ParseNodeFlags parses args into options and validates them.
@@ -52,7 +55,11 @@ func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Lo
 	fs.StringVar(&o.HostRoot, "host-root", "", "where the host's file system is mounted in this container (empty: the host itself)")
 	fs.StringVar(&o.HostNQNPath, "host-nqn-file", nodeagent.DefaultHostNQNPath, "the host's NVMe host NQN file (created with a stable random NQN if absent)")
 	fs.DurationVar(&o.Reannotate, "host-nqn-reannotate", 5*time.Minute, "how often the host NQN annotation on the Node is re-asserted")
-	fs.StringVar(&o.Transport, "transport", "none", "how volumes are attached: loop (the RDS simulator's fabric endpoint; test and local environments) or none (NodeGetInfo only; NVMe/TCP arrives with the node issue)")
+	fs.StringVar(&o.Transport, "transport", "none", "how volumes are attached: nvme (NVMe/TCP through the kernel), loop (the RDS simulator's fabric endpoint; test and local environments) or none (NodeGetInfo only)")
+	fs.IntVar(&o.CtrlLossTmo, "nvme-ctrl-loss-tmo", -1, "seconds the kernel keeps reconnecting a lost controller (-1: forever; the monitor reconnects after that too)")
+	fs.IntVar(&o.ReconnectDelay, "nvme-reconnect-delay", 2, "seconds between the kernel's reconnect attempts")
+	fs.IntVar(&o.KeepAliveTmo, "nvme-keep-alive-tmo", 5, "NVMe keep-alive timeout in seconds (detects a silent partition)")
+	fs.DurationVar(&o.MonitorInterval, "monitor-interval", 2*time.Second, "how often the node agent checks that every staged volume is connected")
 	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/rds-fence", "where the node plugin remembers what it attached")
 	fs.StringVar(&o.NQNPrefix, "nqn-prefix", "nqn.2000-02.com.mikrotik:", "subsystem NQN prefix (the controller's --nqn-prefix)")
 	fs.StringVar(&o.SlotPrefix, "slot-prefix", "pvc-", "slot prefix of this driver's volumes (the controller's --slot-prefix)")
@@ -67,8 +74,11 @@ func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Lo
 	if o.CSI.TopologyValue == "" {
 		errs = append(errs, errors.New("--topology-value must not be empty"))
 	}
-	if o.Transport != "loop" && o.Transport != "none" {
-		errs = append(errs, fmt.Errorf("--transport must be loop or none, got %q", o.Transport))
+	if o.Transport != "nvme" && o.Transport != "loop" && o.Transport != "none" {
+		errs = append(errs, fmt.Errorf("--transport must be nvme, loop or none, got %q", o.Transport))
+	}
+	if o.ReconnectDelay <= 0 || o.KeepAliveTmo <= 0 || o.MonitorInterval <= 0 || o.CtrlLossTmo < -1 {
+		errs = append(errs, errors.New("--nvme-reconnect-delay, --nvme-keep-alive-tmo and --monitor-interval must be positive, --nvme-ctrl-loss-tmo -1 or more"))
 	}
 	if o.Reannotate <= 0 {
 		errs = append(errs, fmt.Errorf("--host-nqn-reannotate must be positive, got %s", o.Reannotate))
