@@ -22,13 +22,10 @@ import (
 // silent stats of a dead mount. (The CSI spec module in use, v1.13.0 as
 // served by the module proxy, has no VolumeCondition field to carry it.)
 func (n *NodeServer) NodeGetVolumeStats(ctx context.Context, req *csipb.NodeGetVolumeStatsRequest) (*csipb.NodeGetVolumeStatsResponse, error) {
-	v, err := n.volumes()
+	id, path := req.GetVolumeId(), req.GetVolumePath()
+	v, err := n.volumeAnd(id, path, "volume path")
 	if err != nil {
 		return nil, err
-	}
-	id, path := req.GetVolumeId(), req.GetVolumePath()
-	if id == "" || path == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume ID and volume path are required")
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
@@ -86,13 +83,10 @@ func blockSize(path string) (int64, error) {
 // size (the controller grew it on the RDS) and grows the file system
 // online (resize2fs, xfs_growfs); a block volume only needs the device.
 func (n *NodeServer) NodeExpandVolume(ctx context.Context, req *csipb.NodeExpandVolumeRequest) (*csipb.NodeExpandVolumeResponse, error) {
-	v, err := n.volumes()
+	id, path := req.GetVolumeId(), req.GetVolumePath()
+	v, err := n.volumeAnd(id, path, "volume path")
 	if err != nil {
 		return nil, err
-	}
-	id, path := req.GetVolumeId(), req.GetVolumePath()
-	if id == "" || path == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume ID and volume path are required")
 	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, status.Errorf(codes.NotFound, "volume %s: %s: %v", id, path, err)

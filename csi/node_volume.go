@@ -46,6 +46,19 @@ func (n *NodeServer) volumes() (*NodeVolumes, error) {
 	return n.vols, nil
 }
 
+// volumeAnd checks that a transport is configured and that the request
+// names a volume and the path it is about.
+func (n *NodeServer) volumeAnd(id, path, pathName string) (*NodeVolumes, error) {
+	v, err := n.volumes()
+	if err != nil {
+		return nil, err
+	}
+	if id == "" || path == "" {
+		return nil, status.Errorf(codes.InvalidArgument, "volume ID and %s are required", pathName)
+	}
+	return v, nil
+}
+
 func (n *NodeServer) lock(id string) (func(), error) {
 	if !n.inflight.tryLock(id) {
 		return nil, status.Errorf(codes.Aborted, "an operation on volume %s is already in progress", id)
@@ -133,13 +146,10 @@ func (n *NodeServer) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVo
 // NodeUnstageVolume unmounts the staging path (if mounted) and detaches
 // the volume. Unstaging what is not staged succeeds.
 func (n *NodeServer) NodeUnstageVolume(ctx context.Context, req *csipb.NodeUnstageVolumeRequest) (*csipb.NodeUnstageVolumeResponse, error) {
-	v, err := n.volumes()
+	id, staging := req.GetVolumeId(), req.GetStagingTargetPath()
+	v, err := n.volumeAnd(id, staging, "staging target path")
 	if err != nil {
 		return nil, err
-	}
-	id, staging := req.GetVolumeId(), req.GetStagingTargetPath()
-	if id == "" || staging == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume ID and staging target path are required")
 	}
 	unlock, err := n.lock(id)
 	if err != nil {
@@ -249,13 +259,10 @@ func deviceNode(dev, target string) error {
 // NodeUnpublishVolume unmounts (file system) or removes (block device
 // node) the target. Unpublishing what is not published succeeds.
 func (n *NodeServer) NodeUnpublishVolume(_ context.Context, req *csipb.NodeUnpublishVolumeRequest) (*csipb.NodeUnpublishVolumeResponse, error) {
-	v, err := n.volumes()
+	id, target := req.GetVolumeId(), req.GetTargetPath()
+	v, err := n.volumeAnd(id, target, "target path")
 	if err != nil {
 		return nil, err
-	}
-	id, target := req.GetVolumeId(), req.GetTargetPath()
-	if id == "" || target == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume ID and target path are required")
 	}
 	unlock, err := n.lock(id)
 	if err != nil {

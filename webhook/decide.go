@@ -61,7 +61,14 @@ func notSynced() Decision {
 		Message: "the rds-fence admission webhook has not synced its caches yet, so it cannot tell whether another node holds this pod's volumes; retry in a few seconds"}
 }
 
+// fencedClaims resolves the claims of this driver an object mounts. The
+// decision is already made (early, non-nil) when the caches have not
+// synced, a claim's state is unknown, or no claim is fenced.
 func fencedClaims(s Snapshot, o Options, namespace string, names []string) ([]claimState, *Decision) {
+	if !s.Synced() {
+		d := notSynced()
+		return nil, &d
+	}
 	var out []claimState
 	for _, n := range names {
 		cs := resolveClaim(s, o.Driver, namespace, n)
@@ -72,6 +79,9 @@ func fencedClaims(s Snapshot, o Options, namespace string, names []string) ([]cl
 		if cs.Fenced {
 			out = append(out, cs)
 		}
+	}
+	if len(out) == 0 {
+		return nil, &Decision{Allowed: true, Reason: ReasonNoFencedClaims}
 	}
 	return out, nil
 }
@@ -109,15 +119,9 @@ func DecideBinding(pod *corev1.Pod, node string, s Snapshot, o Options) Decision
 }
 
 func decideOnNode(pod *corev1.Pod, node, requester string, checkCreator bool, s Snapshot, o Options) Decision {
-	if !s.Synced() {
-		return notSynced()
-	}
-	claims, deny := fencedClaims(s, o, pod.Namespace, podClaims(pod))
-	if deny != nil {
-		return *deny
-	}
-	if len(claims) == 0 {
-		return Decision{Allowed: true, Reason: ReasonNoFencedClaims}
+	claims, early := fencedClaims(s, o, pod.Namespace, podClaims(pod))
+	if early != nil {
+		return *early
 	}
 	d := Decision{Allowed: true, Reason: ReasonFree}
 	for _, cs := range claims {
@@ -204,12 +208,9 @@ func creatorCheck(requester string, o Options) string {
 // KubeVirt migration labels: only KubeVirt may do that to a pod using a
 // fenced RWX block claim (a binding trusts that the labels are KubeVirt's).
 func DecideMigrationLabels(pod *corev1.Pod, requester string, s Snapshot, o Options) Decision {
-	if !s.Synced() {
-		return notSynced()
-	}
-	claims, deny := fencedClaims(s, o, pod.Namespace, podClaims(pod))
-	if deny != nil {
-		return *deny
+	claims, early := fencedClaims(s, o, pod.Namespace, podClaims(pod))
+	if early != nil {
+		return *early
 	}
 	for _, cs := range claims {
 		if !cs.MultiBlock {
@@ -232,15 +233,9 @@ func DecideMigrationLabels(pod *corev1.Pod, requester string, s Snapshot, o Opti
 // a verified target (created by KubeVirt for a live migration of the VMI
 // using the claim); its binding is checked again by DecideBinding.
 func DecidePodUnscheduled(pod *corev1.Pod, requester string, s Snapshot, o Options) Decision {
-	if !s.Synced() {
-		return notSynced()
-	}
-	claims, deny := fencedClaims(s, o, pod.Namespace, podClaims(pod))
-	if deny != nil {
-		return *deny
-	}
-	if len(claims) == 0 {
-		return Decision{Allowed: true, Reason: ReasonNoFencedClaims}
+	claims, early := fencedClaims(s, o, pod.Namespace, podClaims(pod))
+	if early != nil {
+		return *early
 	}
 	d := Decision{Allowed: true, Reason: ReasonFree}
 	affinity := nodeaffinity.GetRequiredNodeAffinity(pod)
@@ -302,15 +297,9 @@ func vmiClaims(vmi *kubevirtv1.VirtualMachineInstance) []string {
 // attachment is still being released must not be refused (its
 // virt-launcher pod's binding is checked on its own).
 func DecideVMI(vmi *kubevirtv1.VirtualMachineInstance, s Snapshot, o Options) Decision {
-	if !s.Synced() {
-		return notSynced()
-	}
-	claims, deny := fencedClaims(s, o, vmi.Namespace, vmiClaims(vmi))
-	if deny != nil {
-		return *deny
-	}
-	if len(claims) == 0 {
-		return Decision{Allowed: true, Reason: ReasonNoFencedClaims}
+	claims, early := fencedClaims(s, o, vmi.Namespace, vmiClaims(vmi))
+	if early != nil {
+		return *early
 	}
 	d := Decision{Allowed: true, Reason: ReasonFree}
 	// The VMI's placement constraints are its launcher pod's.

@@ -18,7 +18,12 @@ if [ -n "$need" ]; then
 	apt-get update -qq >/dev/null
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $need >/dev/null
 fi
-PKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+resolve() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}'; }
+PKG=$(resolve)
+if [ -z "$PKG" ]; then # a new machine may have no package lists yet
+	apt-get update -qq >/dev/null
+	PKG=$(resolve)
+fi
 K=${PKG#linux-image-}
 [ -n "$K" ] || { echo "cannot resolve the Debian kernel package" >&2; exit 1; }
 WORK=$(mktemp -d)
