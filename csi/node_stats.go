@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
@@ -34,6 +35,11 @@ func (n *NodeServer) NodeGetVolumeStats(ctx context.Context, req *csipb.NodeGetV
 		}
 		return nil, abnormal(id, fmt.Sprintf("%s cannot be read: %v", path, err))
 	}
+	if v.Watcher != nil {
+		if h, ok := v.Watcher.Health(v.NQNPrefix + id); ok && h.State != nodeagent.StateLive && !h.Since.IsZero() {
+			return nil, abnormal(id, healthMessage(h))
+		}
+	}
 	if _, err := v.Connector.Device(ctx, v.NQNPrefix+id); err != nil {
 		return nil, abnormal(id, fmt.Sprintf("its device is not attached on this node (%v)", err))
 	}
@@ -59,6 +65,20 @@ func (n *NodeServer) NodeGetVolumeStats(ctx context.Context, req *csipb.NodeGetV
 		{Unit: csipb.VolumeUsage_BYTES, Total: int64(fs.Blocks) * bs, Available: int64(fs.Bavail) * bs, Used: int64(fs.Blocks-fs.Bfree) * bs},
 		{Unit: csipb.VolumeUsage_INODES, Total: int64(fs.Files), Available: int64(fs.Ffree), Used: int64(fs.Files - fs.Ffree)},
 	}}, nil
+}
+
+// healthMessage says what the monitor knows of a volume that is not live,
+// in words an operator can act on.
+func healthMessage(h nodeagent.Health) string {
+	since := h.Since.UTC().Format(time.RFC3339)
+	switch h.State {
+	case nodeagent.StateFenced:
+		return fmt.Sprintf("the storage refuses this node since %s (the volume was given to another node): its I/O waits and can never complete here; delete the pod (%v)", since, h.Err)
+	case nodeagent.StateLost:
+		return fmt.Sprintf("its NVMe/TCP connection is gone since %s and reconnecting fails; I/O waits for the storage to answer again (%v)", since, h.Err)
+	default:
+		return fmt.Sprintf("its NVMe/TCP connection is %s since %s; I/O waits", h.State, since)
+	}
 }
 
 func abnormal(id, msg string) error {
@@ -106,6 +126,11 @@ func (n *NodeServer) NodeExpandVolume(ctx context.Context, req *csipb.NodeExpand
 	}
 	if err := v.Connector.Refresh(ctx, nqn); err != nil {
 		return nil, status.Errorf(codes.Internal, "volume %s: %v", id, err)
+	}
+	if v.Mapper != nil { // the stable device takes the new size too
+		if dev, err = v.Mapper.Map(ctx, MapName(id), dev); err != nil {
+			return nil, status.Errorf(codes.Internal, "volume %s: growing its stable device: %v", id, err)
+		}
 	}
 	size, err := blockSize(dev)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
@@ -28,15 +29,69 @@ type NodeVolumes struct {
 	Mounter   *mount.SafeFormatAndMount
 	// NQNPrefix makes a volume ID its subsystem NQN (the controller's --nqn-prefix).
 	NQNPrefix string
+	// Mapper, when set, puts a stable device above the attached one
+	// (nodeagent.DMMultipath for NVMe/TCP): file systems are mounted from
+	// it and block volumes published as its device node, so a renumbered
+	// namespace is swapped in underneath. Nil: the attached device is used
+	// directly (the loop transport, whose device never changes).
+	Mapper nodeagent.Mapper
 	// Watcher, when set, is told what is staged (the node agent's monitor,
-	// which keeps it connected).
+	// which keeps it connected and reports its health).
 	Watcher Watcher
+	// Staged, when set, remembers what is staged across restarts of the
+	// node plugin (Resume watches it again).
+	Staged *nodeagent.StagedStore
 }
+
+// MapPrefix starts the name of every stable device this driver creates.
+const MapPrefix = "rds-fence-"
+
+// MapName is volume id's stable device name.
+func MapName(id string) string { return MapPrefix + id }
 
 // Watcher follows the staged volumes (nodeagent.Monitor).
 type Watcher interface {
-	Expect(t nodeagent.Target, device string)
+	Expect(t nodeagent.Target)
 	Forget(subsystemNQN string)
+	Health(subsystemNQN string) (nodeagent.Health, bool)
+}
+
+// stable is the device a volume is used through: the Mapper's stable
+// device, or the attached device itself.
+func (v *NodeVolumes) stable(ctx context.Context, id string) (string, error) {
+	if v.Mapper != nil {
+		return v.Mapper.Path(ctx, MapName(id))
+	}
+	return v.Connector.Device(ctx, v.NQNPrefix+id)
+}
+
+// Keep points volume t's stable device at dev (the monitor's hook after a
+// reconnect or renumbering).
+func (v *NodeVolumes) Keep(ctx context.Context, t nodeagent.Target, dev string) error {
+	if v.Mapper == nil {
+		return nil
+	}
+	id, ok := strings.CutPrefix(t.SubsystemNQN, v.NQNPrefix)
+	if !ok {
+		return fmt.Errorf("subsystem %s is not this driver's", t.SubsystemNQN)
+	}
+	_, err := v.Mapper.Map(ctx, MapName(id), dev)
+	return err
+}
+
+// Resume watches every volume staged before this process started (the
+// node plugin restarted): the monitor reconnects what needs it and points
+// the stable devices at the current devices before the kubelet calls
+// anything. A record that cannot be read is reported, the rest resumed.
+func (v *NodeVolumes) Resume() ([]nodeagent.Staged, error) {
+	if v.Staged == nil || v.Watcher == nil {
+		return nil, nil
+	}
+	recs, err := v.Staged.List()
+	for _, r := range recs {
+		v.Watcher.Expect(r.Target)
+	}
+	return recs, err
 }
 
 func (n *NodeServer) volumes() (*NodeVolumes, error) {
@@ -113,15 +168,9 @@ func (n *NodeServer) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVo
 	}
 	defer unlock()
 	tgt := nodeagent.Target{Address: vc[CtxTargetAddress], Port: port, SubsystemNQN: vc[CtxNQN], HostNQN: v.HostNQN}
-	dev, err := v.Connector.Connect(ctx, tgt)
-	if errors.Is(err, nodeagent.ErrFenced) {
-		return nil, status.Errorf(codes.FailedPrecondition, "volume %s: the storage refused this node (host NQN %s): %v", id, v.HostNQN, err)
-	}
+	dev, err := v.attach(ctx, id, tgt)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "volume %s: attaching it: %v", id, err)
-	}
-	if v.Watcher != nil {
-		v.Watcher.Expect(tgt, dev)
+		return nil, err
 	}
 	if fsType == "" {
 		return &csipb.NodeStageVolumeResponse{}, nil // block: published from the device itself
@@ -136,11 +185,43 @@ func (n *NodeServer) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVo
 	if !notMnt {
 		return &csipb.NodeStageVolumeResponse{}, nil // already staged
 	}
+
 	opts := req.GetVolumeCapability().GetMount().GetMountFlags()
 	if err := v.Mounter.FormatAndMount(dev, staging, fsType, opts); err != nil {
 		return nil, status.Errorf(codes.Internal, "volume %s: formatting (only if empty) and mounting %s on %s: %v", id, dev, staging, err)
 	}
 	return &csipb.NodeStageVolumeResponse{}, nil
+}
+
+// attach connects the volume (recorded first, so a restarted plugin keeps
+// watching it; the record goes again if the connect fails), puts the
+// stable device above it and has the monitor watch it. It returns the
+// stable device.
+func (v *NodeVolumes) attach(ctx context.Context, id string, tgt nodeagent.Target) (string, error) {
+	if v.Staged != nil {
+		if err := v.Staged.Put(nodeagent.Staged{VolumeID: id, Target: tgt, MapName: MapName(id)}); err != nil {
+			return "", status.Errorf(codes.Internal, "volume %s: recording it as staged: %v", id, err)
+		}
+	}
+	dev, err := v.Connector.Connect(ctx, tgt)
+	if err != nil {
+		if _, derr := v.Connector.Device(ctx, tgt.SubsystemNQN); errors.Is(derr, nodeagent.ErrNotConnected) && v.Staged != nil {
+			_ = v.Staged.Delete(tgt.SubsystemNQN) // nothing attached: nothing to remember
+		}
+		if errors.Is(err, nodeagent.ErrFenced) {
+			return "", status.Errorf(codes.FailedPrecondition, "volume %s: the storage refused this node (host NQN %s): %v", id, v.HostNQN, err)
+		}
+		return "", status.Errorf(codes.Unavailable, "volume %s: attaching it: %v", id, err)
+	}
+	if v.Mapper != nil {
+		if dev, err = v.Mapper.Map(ctx, MapName(id), dev); err != nil {
+			return "", status.Errorf(codes.Internal, "volume %s: creating its stable device: %v", id, err)
+		}
+	}
+	if v.Watcher != nil {
+		v.Watcher.Expect(tgt)
+	}
+	return dev, nil
 }
 
 // NodeUnstageVolume unmounts the staging path (if mounted) and detaches
@@ -156,16 +237,62 @@ func (n *NodeServer) NodeUnstageVolume(ctx context.Context, req *csipb.NodeUnsta
 		return nil, err
 	}
 	defer unlock()
+	nqn := v.NQNPrefix + id
+	if err := v.failIfGone(ctx, id); err != nil {
+		return nil, status.Errorf(codes.Internal, "volume %s: %v", id, err)
+	}
 	if err := mount.CleanupMountPoint(staging, v.Mounter, true); err != nil {
 		return nil, status.Errorf(codes.Internal, "volume %s: unmounting %s: %v", id, staging, err)
 	}
 	if v.Watcher != nil {
-		v.Watcher.Forget(v.NQNPrefix + id) // before the disconnect: the monitor must not reconnect it
+		v.Watcher.Forget(nqn) // before the disconnect: the monitor must not reconnect it
 	}
-	if err := v.Connector.Disconnect(ctx, v.NQNPrefix+id); err != nil {
+	if v.Mapper != nil {
+		if err := v.Mapper.Unmap(ctx, MapName(id)); err != nil {
+			v.rewatch(id)
+			return nil, status.Errorf(codes.Internal, "volume %s: removing its stable device (still open?): %v", id, err)
+		}
+	}
+	if err := v.Connector.Disconnect(ctx, nqn); err != nil {
+		v.rewatch(id)
 		return nil, status.Errorf(codes.Internal, "volume %s: detaching it: %v", id, err)
 	}
+	if v.Staged != nil {
+		if err := v.Staged.Delete(nqn); err != nil {
+			return nil, status.Errorf(codes.Internal, "volume %s: forgetting its record: %v", id, err)
+		}
+	}
 	return &csipb.NodeUnstageVolumeResponse{}, nil
+}
+
+// failIfGone: a volume the monitor reports lost or fenced has its waiting
+// I/O failed, so the unmount finishes instead of hanging on a device that
+// is not coming back (fenced: it was given to another node, and its
+// writes must never land anyway). A volume that is live or that the
+// kernel is still reconnecting keeps its queue.
+func (v *NodeVolumes) failIfGone(ctx context.Context, id string) error {
+	if v.Mapper == nil || v.Watcher == nil {
+		return nil
+	}
+	h, ok := v.Watcher.Health(v.NQNPrefix + id)
+	if !ok || (h.State != nodeagent.StateLost && h.State != nodeagent.StateFenced) {
+		return nil
+	}
+	return v.Mapper.FailQueued(ctx, MapName(id))
+}
+
+// rewatch puts a volume whose unstage failed half-way back under the
+// monitor (it is still staged as far as the kubelet knows).
+func (v *NodeVolumes) rewatch(id string) {
+	if v.Watcher == nil || v.Staged == nil {
+		return
+	}
+	recs, _ := v.Staged.List()
+	for _, r := range recs {
+		if r.VolumeID == id {
+			v.Watcher.Expect(r.Target)
+		}
+	}
 }
 
 // NodePublishVolume bind-mounts the staged file system on the target path,
@@ -196,7 +323,7 @@ func (n *NodeServer) NodePublishVolume(ctx context.Context, req *csipb.NodePubli
 	}
 	defer unlock()
 	if req.GetVolumeCapability().GetBlock() != nil {
-		dev, err := v.Connector.Device(ctx, v.NQNPrefix+id)
+		dev, err := v.stable(ctx, id)
 		if errors.Is(err, nodeagent.ErrNotConnected) {
 			return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged on this node", id)
 		}

@@ -277,10 +277,13 @@ func TestNodeStageXFS(t *testing.T) {
 
 type recordingWatcher struct{ calls []string }
 
-func (r *recordingWatcher) Expect(t nodeagent.Target, dev string) {
-	r.calls = append(r.calls, "expect "+t.SubsystemNQN+" "+t.HostNQN+" "+dev)
+func (r *recordingWatcher) Expect(t nodeagent.Target) {
+	r.calls = append(r.calls, "expect "+t.SubsystemNQN+" "+t.HostNQN)
 }
 func (r *recordingWatcher) Forget(nqn string) { r.calls = append(r.calls, "forget "+nqn) }
+func (r *recordingWatcher) Health(string) (nodeagent.Health, bool) {
+	return nodeagent.Health{}, false
+}
 
 // TestNodeStageTellsTheMonitor: what is staged is handed to the node
 // agent's monitor (to keep it connected), and taken back at unstage.
@@ -292,14 +295,10 @@ func TestNodeStageTellsTheMonitor(t *testing.T) {
 	if _, err := n.NodeStageVolume(t.Context(), &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: rawCap(), VolumeContext: vc}); err != nil {
 		t.Fatal(err)
 	}
-	dev, err := n.vols.Connector.Device(t.Context(), testNQNs+id)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := n.NodeUnstageVolume(t.Context(), &csipb.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"expect " + testNQNs + id + " " + testHost + " " + dev, "forget " + testNQNs + id}
+	want := []string{"expect " + testNQNs + id + " " + testHost, "forget " + testNQNs + id}
 	if strings.Join(w.calls, "|") != strings.Join(want, "|") {
 		t.Fatalf("monitor calls %q, want %q", w.calls, want)
 	}

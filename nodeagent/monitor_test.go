@@ -3,6 +3,8 @@ package nodeagent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -12,6 +14,8 @@ import (
 // the qemu suite, test/vm).
 type fakeFabric struct {
 	ctrls   map[string][]string
+	states  map[string]string
+	devs    map[string]string
 	connect func(t Target) (string, error)
 	calls   int
 }
@@ -20,42 +24,117 @@ func (f *fakeFabric) Connect(_ context.Context, t Target) (string, error) {
 	f.calls++
 	return f.connect(t)
 }
-func (f *fakeFabric) Controllers(nqn string) []string { return f.ctrls[nqn] }
-func (f *fakeFabric) State(string) string             { return "live" }
-
-func TestMonitorReconnectsAndReportsRenumbering(t *testing.T) {
-	nqn := pfx + "00000000000000000000000000m1"
-	f := &fakeFabric{ctrls: map[string][]string{nqn: {"/sys/class/nvme/nvme0"}}}
-	var lost []string
-	var moved [][2]string
-	m := &Monitor{Fabric: f, Log: logr.Discard(),
-		OnLost:   func(n string, err error) { lost = append(lost, err.Error()) },
-		OnDevice: func(n, old, cur string) { moved = append(moved, [2]string{old, cur}) }}
-	m.Expect(Target{SubsystemNQN: nqn, HostNQN: hostA}, "/dev/nvme0n1")
-
-	m.Check(t.Context()) // live: nothing to do
-	if f.calls != 0 || len(lost) != 0 {
-		t.Fatalf("a live volume was touched: %d connects, lost %v", f.calls, lost)
+func (f *fakeFabric) Device(_ context.Context, nqn string) (string, error) {
+	if d, ok := f.devs[nqn]; ok {
+		return d, nil
 	}
-	delete(f.ctrls, nqn) // the kernel gave up
+	return "", ErrNotConnected
+}
+func (f *fakeFabric) Controllers(nqn string) []string { return f.ctrls[nqn] }
+func (f *fakeFabric) State(c string) string           { return f.states[c] }
+
+type monitorLog struct {
+	kept    []string
+	changes []string
+	keepErr error
+}
+
+func newMonitor(f *fakeFabric, l *monitorLog) *Monitor {
+	return &Monitor{Fabric: f, Log: logr.Discard(),
+		Keep: func(_ context.Context, t Target, dev string) error {
+			if l.keepErr != nil {
+				return l.keepErr
+			}
+			l.kept = append(l.kept, dev)
+			return nil
+		},
+		OnChange: func(t Target, h Health) { l.changes = append(l.changes, h.State) }}
+}
+
+func TestMonitorReconnectsAndRetargetsAfterRenumbering(t *testing.T) {
+	nqn := pfx + "00000000000000000000000000m1"
+	f := &fakeFabric{ctrls: map[string][]string{nqn: {"nvme0"}}, states: map[string]string{"nvme0": "live"},
+		devs: map[string]string{nqn: "/dev/nvme0n1"}}
+	l := &monitorLog{}
+	m := newMonitor(f, l)
+	m.Expect(Target{SubsystemNQN: nqn, HostNQN: hostA})
+
+	m.Check(t.Context()) // first look: the stable device is pointed at the current device
+	m.Check(t.Context()) // live and kept: nothing to do
+	if f.calls != 0 || strings.Join(l.kept, ",") != "/dev/nvme0n1" || strings.Join(l.changes, ",") != "live" {
+		t.Fatalf("live volume: %d connects, kept %v, changes %v", f.calls, l.kept, l.changes)
+	}
+
+	f.states["nvme0"] = "connecting" // the kernel's own retry: left to it
+	m.Check(t.Context())
+	if h, _ := m.Health(nqn); h.State != StateReconnecting || f.calls != 0 {
+		t.Fatalf("connecting: health %+v, %d connects", h, f.calls)
+	}
+
+	delete(f.ctrls, nqn) // the kernel gave up: the monitor connects, the target is away
+	delete(f.devs, nqn)
 	f.connect = func(Target) (string, error) { return "", errors.New("connection refused") }
 	m.Check(t.Context())
-	if len(lost) != 1 || m.Device(nqn) != "/dev/nvme0n1" {
-		t.Fatalf("target away: lost %v, device %q", lost, m.Device(nqn))
+	if h, _ := m.Health(nqn); h.State != StateLost || h.Err == nil {
+		t.Fatalf("target away: health %+v", h)
 	}
-	f.connect = func(Target) (string, error) {
-		f.ctrls[nqn] = []string{"/sys/class/nvme/nvme1"}
+	f.connect = func(Target) (string, error) { return "", fmt.Errorf("%w: not admitted", ErrFenced) }
+	m.Check(t.Context())
+	if h, _ := m.Health(nqn); h.State != StateFenced {
+		t.Fatalf("refused by the fence: health %+v", h)
+	}
+
+	f.connect = func(Target) (string, error) { // back, under another name
+		f.ctrls[nqn], f.states["nvme1"], f.devs[nqn] = []string{"nvme1"}, "live", "/dev/nvme1n1"
 		return "/dev/nvme1n1", nil
 	}
+	l.keepErr = errors.New("dmsetup: busy")
 	m.Check(t.Context())
-	if m.Device(nqn) != "/dev/nvme1n1" || len(moved) != 1 || moved[0] != [2]string{"/dev/nvme0n1", "/dev/nvme1n1"} {
-		t.Fatalf("after reconnect: device %q, moved %v", m.Device(nqn), moved)
+	if h, _ := m.Health(nqn); h.State != StateReconnecting || m.Device(nqn) != "/dev/nvme0n1" {
+		t.Fatalf("retarget failed: health %+v, device %q (a failed retarget must be retried)", h, m.Device(nqn))
 	}
+	l.keepErr = nil
+	m.Check(t.Context())
+	if h, _ := m.Health(nqn); h.State != StateLive || m.Device(nqn) != "/dev/nvme1n1" || strings.Join(l.kept, ",") != "/dev/nvme0n1,/dev/nvme1n1" {
+		t.Fatalf("after retry: health %+v, device %q, kept %v", h, m.Device(nqn), l.kept)
+	}
+	want := "live,reconnecting,lost,fenced,reconnecting,live"
+	if got := strings.Join(l.changes, ","); got != want {
+		t.Fatalf("health changes %s, want %s", got, want)
+	}
+
 	m.Forget(nqn)
 	delete(f.ctrls, nqn)
 	calls := f.calls
 	m.Check(t.Context())
 	if f.calls != calls {
 		t.Fatal("a forgotten volume was reconnected")
+	}
+	if l.changes[len(l.changes)-1] != "" {
+		t.Fatalf("Forget was not reported: %v", l.changes)
+	}
+	if _, ok := m.Health(nqn); ok {
+		t.Fatal("a forgotten volume still has a health")
+	}
+}
+
+// TestMonitorKernelReconnectRechecksTheStableDevice: when a controller is
+// live again after the kernel's own reconnect, the stable device is
+// checked once more (a path marked failed meanwhile must be reinstated).
+func TestMonitorKernelReconnectRechecksTheStableDevice(t *testing.T) {
+	nqn := pfx + "00000000000000000000000000m2"
+	f := &fakeFabric{ctrls: map[string][]string{nqn: {"nvme0"}}, states: map[string]string{"nvme0": "live"},
+		devs: map[string]string{nqn: "/dev/nvme0n1"}}
+	l := &monitorLog{}
+	m := newMonitor(f, l)
+	m.Expect(Target{SubsystemNQN: nqn, HostNQN: hostA})
+	m.Check(t.Context())
+	f.states["nvme0"] = "resetting"
+	m.Check(t.Context())
+	f.states["nvme0"] = "live"
+	m.Check(t.Context())
+	m.Check(t.Context())
+	if strings.Join(l.kept, ",") != "/dev/nvme0n1,/dev/nvme0n1" || f.calls != 0 {
+		t.Fatalf("kept %v, %d connects; want the device kept twice, no connect", l.kept, f.calls)
 	}
 }

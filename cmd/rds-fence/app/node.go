@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	mount "k8s.io/mount-utils"
-	utilexec "k8s.io/utils/exec"
+	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -27,6 +26,9 @@ type NodeOptions struct {
 	// the host itself); HostNQNPath is relative to it.
 	HostRoot    string
 	HostNQNPath string
+	// SysRoot and DevRoot: where sysfs and /dev are (defaults /sys, /dev).
+	SysRoot, DevRoot string
+	MetricsAddress   string
 	// Reannotate: how often the host NQN annotation is re-asserted.
 	Reannotate time.Duration
 	// Transport attaches volumes: "nvme" (NVMe/TCP, watched by the node
@@ -53,6 +55,9 @@ func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Lo
 	fs.StringVar(&o.CSI.TopologyKey, "topology-key", csi.DefaultTopologyKey, "topology key of the RDS this node reaches")
 	fs.StringVar(&o.CSI.TopologyValue, "topology-value", "rds", "topology value of the RDS this node reaches (the controller's --topology-value)")
 	fs.StringVar(&o.HostRoot, "host-root", "", "where the host's file system is mounted in this container (empty: the host itself)")
+	fs.StringVar(&o.SysRoot, "sys-root", "/sys", "where sysfs is mounted")
+	fs.StringVar(&o.DevRoot, "dev-root", "/dev", "where the host's /dev is mounted")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", ":9811", `Prometheus metrics address ("0" disables)`)
 	fs.StringVar(&o.HostNQNPath, "host-nqn-file", nodeagent.DefaultHostNQNPath, "the host's NVMe host NQN file (created with a stable random NQN if absent)")
 	fs.DurationVar(&o.Reannotate, "host-nqn-reannotate", 5*time.Minute, "how often the host NQN annotation on the Node is re-asserted")
 	fs.StringVar(&o.Transport, "transport", "none", "how volumes are attached: nvme (NVMe/TCP through the kernel), loop (the RDS simulator's fabric endpoint; test and local environments) or none (NodeGetInfo only)")
@@ -114,11 +119,16 @@ func RunNode(ctx context.Context, args []string, version string) error {
 	if err != nil {
 		return err
 	}
-	if o.Transport == "loop" {
-		srv.WithVolumes(&csi.NodeVolumes{
-			Connector: &nodeagent.LoopConnector{Exec: nodeagent.HostExec{}, StateDir: o.StateDir, Prefix: o.NQNPrefix + o.SlotPrefix},
-			HostNQN:   nqn, NQNPrefix: o.NQNPrefix,
-			Mounter: &mount.SafeFormatAndMount{Interface: mount.New(""), Exec: utilexec.New()}})
+	reg := prometheus.NewRegistry()
+	vols, err := nodeVolumes(ctx, o, nqn, cfg, reg, log)
+	if err != nil {
+		return err
+	}
+	if vols != nil {
+		srv.WithVolumes(vols)
+	}
+	if err := serveMetrics(ctx, o.MetricsAddress, reg, log); err != nil {
+		return err
 	}
 	lis, err := csi.Listen(o.Endpoint)
 	if err != nil {

@@ -1,0 +1,80 @@
+package nodeagent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Staged is what the node agent remembers of a staged volume, so a
+// restarted node plugin watches (and reconnects) it again before the
+// kubelet calls anything: the target to connect to and the volume's
+// stable device name.
+type Staged struct {
+	VolumeID string `json:"volumeID"`
+	Target   Target `json:"target"`
+	// MapName is the volume's stable device (Mapper) name.
+	MapName string `json:"mapName"`
+}
+
+// StagedStore keeps one small JSON file per staged volume in Dir.
+type StagedStore struct{ Dir string }
+
+func (s StagedStore) file(nqn string) string {
+	sum := sha256.Sum256([]byte(nqn))
+	return filepath.Join(s.Dir, "staged-"+hex.EncodeToString(sum[:12])+".json")
+}
+
+// Put records v (atomically; overwrites).
+func (s StagedStore) Put(v Staged) error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(s.file(v.Target.SubsystemNQN), b)
+}
+
+// Delete forgets the volume of subsystem nqn (idempotent).
+func (s StagedStore) Delete(nqn string) error {
+	if err := os.Remove(s.file(nqn)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// List returns every record, sorted by volume ID. A record that cannot be
+// read is an error naming the file (the agent must not silently stop
+// watching a volume).
+func (s StagedStore) List() ([]Staged, error) {
+	names, err := filepath.Glob(filepath.Join(s.Dir, "staged-*.json"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Staged
+	var errs []error
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var v Staged
+		if err := json.Unmarshal(b, &v); err != nil || v.Target.SubsystemNQN == "" || s.file(v.Target.SubsystemNQN) != n {
+			errs = append(errs, fmt.Errorf("staged-volume record %s is not one this agent wrote (%q)", n, strings.TrimSpace(string(b))))
+			continue
+		}
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].VolumeID < out[j].VolumeID })
+	return out, errors.Join(errs...)
+}
