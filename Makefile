@@ -48,7 +48,7 @@ VM := $(BIN)/vm/vmlinuz $(BIN)/vm/base.cpio.gz
 .PHONY: vm
 vm: $(VM) ## Build the qemu guest (Debian kernel + initramfs with nvmet and nvme-tcp) into bin/vm (once; cached).
 
-$(VM):
+$(VM): hack/vm/build.sh
 	hack/vm/build.sh $(BIN)/vm
 
 .PHONY: test

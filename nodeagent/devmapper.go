@@ -158,7 +158,7 @@ func (d *DMMultipath) Map(ctx context.Context, name, dev string) (string, error)
 	if err := checkTable(name, cur); err != nil {
 		return "", err
 	}
-	if cur == want {
+	if tableMatches(cur, size, mm) {
 		st, err := d.dmsetup(ctx, "status", name)
 		if err != nil {
 			return "", err
@@ -181,6 +181,28 @@ func checkTable(name, table string) error {
 		return fmt.Errorf("device-mapper device %s has a table this driver did not write (%q): not touching it", name, table)
 	}
 	return nil
+}
+
+// tableMatches: the kernel's rendering of a table (it adds features such
+// as retain_attached_hw_handler) has this size, queues without a path and
+// has mm as its only path.
+func tableMatches(table string, sectors uint64, mm string) bool {
+	f := strings.Fields(table)
+	if len(f) < 3 || f[1] != strconv.FormatUint(sectors, 10) {
+		return false
+	}
+	paths := 0
+	queue, found := false, false
+	for _, w := range f {
+		switch {
+		case w == "queue_if_no_path":
+			queue = true
+		case strings.Count(w, ":") == 1:
+			paths++
+			found = found || w == mm
+		}
+	}
+	return queue && found && paths == 1
 }
 
 // swap loads table into name and resumes it, with the device suspended

@@ -227,6 +227,22 @@ func TestDMMultipathRefusesWhatIsNotItsOwn(t *testing.T) {
 	}
 }
 
+func TestTableMatches(t *testing.T) {
+	kernel := "0 131072 multipath 4 queue_if_no_path retain_attached_hw_handler queue_mode bio 0 1 1 round-robin 0 1 1 259:1 1"
+	for table, want := range map[string]bool{
+		kernel:                 true,
+		Table(131072, "259:1"): true,
+		Table(262144, "259:1"): false, // grown
+		Table(131072, "259:2"): false, // renumbered
+		strings.Replace(kernel, "4 queue_if_no_path retain", "3 retain", 1): false, // fail_if_no_path sent
+		"": false,
+	} {
+		if got := tableMatches(table, 131072, "259:1"); got != want {
+			t.Errorf("tableMatches(%q) = %v", table, got)
+		}
+	}
+}
+
 func TestPathActive(t *testing.T) {
 	for status, want := range map[string]bool{
 		"0 8192 multipath 2 0 0 0 1 1 A 0 1 0 259:1 A 0": true,

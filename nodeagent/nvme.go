@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -77,8 +78,9 @@ func (c *NVMeConnector) Options(t Target) string {
 
 // Connect implements Connector. A refused connect (the target's
 // allowed_hosts / the RDS fence does not admit the host NQN) wraps
-// ErrFenced: the kernel does not say more than "connect failed", so any
-// failure of the fabrics write after the TCP listener answered is
+// ErrFenced: the kernel does not say more than "connect failed" (EIO), so
+// any failure of the fabrics write other than the TCP connection's own
+// (refused, timed out, unreachable, reset: the target is away) is
 // reported as a refusal with the kernel's error.
 func (c *NVMeConnector) Connect(ctx context.Context, t Target) (string, error) {
 	if err := c.check(t.SubsystemNQN); err != nil {
@@ -96,6 +98,9 @@ func (c *NVMeConnector) Connect(ctx context.Context, t Target) (string, error) {
 	}
 	defer func() { _ = f.Close() }()
 	if _, err := f.Write([]byte(c.Options(t))); err != nil {
+		if unreachable(err) {
+			return "", fmt.Errorf("connecting to %s at %s:%d: the target does not answer: %w", t.SubsystemNQN, t.Address, t.Port, err)
+		}
 		return "", fmt.Errorf("%w: connecting to %s at %s:%d as %s: %v", ErrFenced, t.SubsystemNQN, t.Address, t.Port, t.HostNQN, err)
 	}
 	wait := c.Wait
@@ -117,6 +122,16 @@ func (c *NVMeConnector) Connect(ctx context.Context, t Target) (string, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// unreachable: the fabrics write failed on the TCP connection itself.
+func unreachable(err error) bool {
+	for _, e := range []syscall.Errno{syscall.ECONNREFUSED, syscall.ETIMEDOUT, syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.ECONNRESET, syscall.EHOSTDOWN, syscall.ENETDOWN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 var namespaceName = regexp.MustCompile(`^nvme[0-9]+n[0-9]+$`)

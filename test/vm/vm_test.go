@@ -19,10 +19,10 @@ const guestInit = `#!/bin/busybox sh
 export PATH=/sbin:/bin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
 ip link set lo up
-for m in configfs nvmet-tcp nvme-tcp loop; do modprobe $m; done
+for m in configfs nvmet-tcp nvme-tcp loop dm-multipath dm-round-robin crc32c_generic ext4; do modprobe $m; done
 mount -t configfs none /sys/kernel/config
 echo GUEST_BOOTED
-/guest.test -test.v -test.timeout 150s
+/guest.test -test.v -test.timeout 300s
 echo "GUEST_TEST_EXIT=$?"
 poweroff -f
 `
@@ -75,7 +75,7 @@ func TestNVMeTCPInVM(t *testing.T) {
 	if err := os.WriteFile(initrd, append(base, add...), 0o644); err != nil { // a later /init overrides the earlier
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
 	start := time.Now()
 	qemu := exec.CommandContext(ctx, "qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-m", "768", "-nographic", "-no-reboot",

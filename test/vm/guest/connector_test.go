@@ -138,7 +138,7 @@ func TestShortOutage(t *testing.T) {
 // monitor reports the volume lost while the target is away and connects
 // it again once it is back. Another volume connected meanwhile takes the
 // freed device number, so the volume comes back renumbered: the monitor
-// says so (OnDevice), and the data is intact on the new device.
+// hands the new device on (Keep), and the data is intact on it.
 func TestLongOutageReconnect(t *testing.T) {
 	nqn := prefix + "000000000000000000000000000003"
 	tg := newTarget(t, nqn, hostA, "3", "4422")
@@ -152,11 +152,11 @@ func TestLongOutageReconnect(t *testing.T) {
 	defer c.Disconnect(ctx, nqn)
 	data := pattern(48 << 10)
 	writeRead(t, dev, 4096, data)
-	var lost []string
-	var moved [][2]string
-	m := &nodeagent.Monitor{Fabric: c, OnLost: func(n string, err error) { lost = append(lost, err.Error()) },
-		OnDevice: func(n, old, cur string) { moved = append(moved, [2]string{old, cur}) }}
-	m.Expect(target, dev)
+	var states, kept []string
+	m := &nodeagent.Monitor{Fabric: c, OnChange: func(_ nodeagent.Target, h nodeagent.Health) { states = append(states, h.State) },
+		Keep: func(_ context.Context, _ nodeagent.Target, d string) error { kept = append(kept, d); return nil }}
+	m.Expect(target)
+	m.Check(ctx)
 
 	tg.unlink(t)
 	gone := time.Now()
@@ -168,8 +168,8 @@ func TestLongOutageReconnect(t *testing.T) {
 	}
 	t.Logf("the kernel removed the controller %s after the target went away", time.Since(gone).Round(time.Millisecond))
 	m.Check(ctx) // target still away: reported, not reconnected
-	if len(lost) != 1 {
-		t.Fatalf("lost reports while the target is away: %q", lost)
+	if h, _ := m.Health(nqn); h.State != nodeagent.StateLost {
+		t.Fatalf("health while the target is away: %+v (changes %v)", h, states)
 	}
 	other := prefix + "000000000000000000000000000004"
 	newTarget(t, other, hostA, "4", "4423")
@@ -184,10 +184,9 @@ func TestLongOutageReconnect(t *testing.T) {
 	if len(c.Controllers(nqn)) == 0 || cur == "" {
 		t.Fatalf("not reconnected after the target came back\n%s", dmesgTail())
 	}
-	t.Logf("reconnected by the monitor %s after the target came back: %s (was %s), renumbered %v",
-		time.Since(back).Round(time.Millisecond), cur, dev, moved)
-	if cur == dev || len(moved) != 1 || moved[0] != [2]string{dev, cur} {
-		t.Fatalf("renumbering not reported: device %s -> %s, OnDevice calls %v", dev, cur, moved)
+	t.Logf("reconnected by the monitor %s after the target came back: %s (was %s)", time.Since(back).Round(time.Millisecond), cur, dev)
+	if cur == dev || len(kept) != 2 || kept[0] != dev || kept[1] != cur {
+		t.Fatalf("renumbering not handed on: device %s -> %s, Keep calls %v", dev, cur, kept)
 	}
 	f, err := os.Open(cur)
 	if err != nil {

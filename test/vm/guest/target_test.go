@@ -36,6 +36,13 @@ func newTarget(t *testing.T, nqn, allowedHost, portID, port string) *target {
 	img := filepath.Join("/tmp", portID+".img")
 	must(t, os.WriteFile(img, nil, 0o600))
 	must(t, os.Truncate(img, 64<<20))
+	return exportFile(t, img, nqn, allowedHost, portID, port)
+}
+
+// exportFile exports img as subsystem nqn on 127.0.0.1:port, admitting
+// only allowedHost.
+func exportFile(t *testing.T, img, nqn, allowedHost, portID, port string) *target {
+	t.Helper()
 	sub := filepath.Join(cfs, "subsystems", nqn)
 	must(t, os.Mkdir(sub, 0o755))
 	write(t, filepath.Join(sub, "attr_allow_any_host"), "0")
