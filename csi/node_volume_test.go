@@ -2,6 +2,7 @@ package csi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/go-logr/logr"
@@ -275,14 +277,20 @@ func TestNodeStageXFS(t *testing.T) {
 	t.Fatalf("%s is not mounted", staging)
 }
 
-type recordingWatcher struct{ calls []string }
+type recordingWatcher struct {
+	calls  []string
+	health *nodeagent.Health
+}
 
 func (r *recordingWatcher) Expect(t nodeagent.Target) {
 	r.calls = append(r.calls, "expect "+t.SubsystemNQN+" "+t.HostNQN)
 }
 func (r *recordingWatcher) Forget(nqn string) { r.calls = append(r.calls, "forget "+nqn) }
 func (r *recordingWatcher) Health(string) (nodeagent.Health, bool) {
-	return nodeagent.Health{}, false
+	if r.health == nil {
+		return nodeagent.Health{}, false
+	}
+	return *r.health, true
 }
 
 // TestNodeStageTellsTheMonitor: what is staged is handed to the node
@@ -301,5 +309,67 @@ func TestNodeStageTellsTheMonitor(t *testing.T) {
 	want := []string{"expect " + testNQNs + id + " " + testHost, "forget " + testNQNs + id}
 	if strings.Join(w.calls, "|") != strings.Join(want, "|") {
 		t.Fatalf("monitor calls %q, want %q", w.calls, want)
+	}
+}
+
+// TestNodeStagedRecordsAndHealth: a staged volume is recorded (a
+// restarted plugin resumes watching it), a refused stage leaves no record,
+// unstage removes it, and a volume the monitor reports lost or fenced
+// gets a stats error saying so.
+func TestNodeStagedRecordsAndHealth(t *testing.T) {
+	n, id, vc := nodeWithDisk(t, testHost)
+	w := &recordingWatcher{}
+	n.vols.Watcher = w
+	n.vols.Staged = &nodeagent.StagedStore{Dir: t.TempDir()}
+	ctx := t.Context()
+	staging := t.TempDir()
+	if _, err := n.NodeStageVolume(ctx, &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: rawCap(), VolumeContext: vc}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := n.vols.Staged.List()
+	if err != nil || len(recs) != 1 || recs[0].VolumeID != id || recs[0].Target.HostNQN != testHost || recs[0].MapName != MapName(id) {
+		t.Fatalf("records after stage: %+v, %v", recs, err)
+	}
+	w.calls = nil
+	if got, err := n.vols.Resume(); err != nil || len(got) != 1 || len(w.calls) != 1 || w.calls[0] != "expect "+testNQNs+id+" "+testHost {
+		t.Fatalf("resume: %+v, %v, watcher calls %q", got, err, w.calls)
+	}
+	node := filepath.Join(t.TempDir(), "dev")
+	if _, err := n.NodePublishVolume(ctx, &csipb.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: node, VolumeCapability: rawCap()}); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
+	for state, words := range map[string]string{
+		nodeagent.StateLost:   "connection is gone since 2026-11-29T08:00:00Z",
+		nodeagent.StateFenced: "given to another node",
+	} {
+		w.health = &nodeagent.Health{State: state, Since: since, Err: errors.New("kernel says no")}
+		_, err := n.NodeGetVolumeStats(ctx, &csipb.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: node})
+		if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "abnormal") || !strings.Contains(err.Error(), words) || !strings.Contains(err.Error(), "kernel says no") {
+			t.Fatalf("stats of a %s volume: %v", state, err)
+		}
+	}
+	w.health = &nodeagent.Health{State: nodeagent.StateLive, Since: since}
+	if _, err := n.NodeGetVolumeStats(ctx, &csipb.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: node}); err != nil {
+		t.Fatalf("stats of a live volume: %v", err)
+	}
+	if _, err := n.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: node}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.NodeUnstageVolume(ctx, &csipb.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging}); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := n.vols.Staged.List(); err != nil || len(recs) != 0 {
+		t.Fatalf("records after unstage: %+v, %v", recs, err)
+	}
+
+	// a stage the storage fence refuses leaves no record
+	fenced, fid, fvc := nodeWithDisk(t, "nqn.2014-08.org.nvmexpress:uuid:bbbbbbbb-0000-4000-8000-00000000000b")
+	fenced.vols.Staged = &nodeagent.StagedStore{Dir: t.TempDir()}
+	if _, err := fenced.NodeStageVolume(ctx, &csipb.NodeStageVolumeRequest{VolumeId: fid, StagingTargetPath: t.TempDir(), VolumeCapability: rawCap(), VolumeContext: fvc}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("fenced stage: %v", err)
+	}
+	if recs, err := fenced.vols.Staged.List(); err != nil || len(recs) != 0 {
+		t.Fatalf("records after a refused stage: %+v, %v", recs, err)
 	}
 }
