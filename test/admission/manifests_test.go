@@ -1,53 +1,76 @@
 package admission
 
 import (
-	"bytes"
-	"io"
-	"os"
-	"path/filepath"
+	"slices"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/rds-fence/rds-fence/test/manifests"
 )
 
-// TestBaseManifestsAccepted sends every object of the webhook's base
-// manifests to the real API server as a server-side dry-run create: schema,
-// enums and CEL matchConditions are validated by the server itself.
-func TestBaseManifestsAccepted(t *testing.T) {
-	kinds := map[string]bool{}
-	for _, file := range []string{"webhook.yaml", "webhook-rbac.yaml", "webhook-configuration.yaml"} {
-		raw, err := os.ReadFile(filepath.Join(root, "manifests", "base", file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-		for {
-			var u unstructured.Unstructured
-			if err := dec.Decode(&u.Object); err == io.EOF {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", file, err)
+// TestRenderedOverlaysAccepted renders every overlay with kustomize and
+// sends each object to the real API server as a server-side apply with
+// dryRun=All: schemas (the cert-manager, KubeVirt and ServiceMonitor CRDs
+// from test/crds included), enums, CEL matchConditions and RBAC
+// references are validated by the server itself, nothing is stored.
+func TestRenderedOverlaysAccepted(t *testing.T) {
+	want := []string{"Namespace", "CSIDriver", "StorageClass", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+		"ConfigMap", "Deployment", "DaemonSet", "Service", "PodDisruptionBudget", "ValidatingWebhookConfiguration", "ServiceMonitor"}
+	for _, overlay := range manifests.Overlays {
+		t.Run(overlay, func(t *testing.T) {
+			objs, err := manifests.Render("overlays/" + overlay)
+			if err != nil {
+				t.Fatal(err)
 			}
-			if len(u.Object) == 0 {
-				continue
+			kinds := map[string]bool{}
+			for _, o := range objs {
+				if o.GetKind() == "ValidatingWebhookConfiguration" {
+					o = o.DeepCopy()
+					o.SetName(o.GetName() + "-dry-run") // the test's own, pointing at the test's webhook, is registered under the name
+				}
+				err := direct.Apply(t.Context(), client.ApplyConfigurationFromUnstructured(o), client.DryRunAll,
+					client.FieldOwner("rds-fence-manifest-test"), client.ForceOwnership)
+				if err != nil {
+					t.Errorf("%s %s/%s rejected: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
+				}
+				kinds[o.GetKind()] = true
 			}
-			if u.GetNamespace() == "" && u.GetKind() != "ClusterRole" && u.GetKind() != "ClusterRoleBinding" && u.GetKind() != "ValidatingWebhookConfiguration" {
-				u.SetNamespace(webhookNamespace) // kustomize's namespace: field
+			for _, k := range want {
+				if !kinds[k] {
+					t.Errorf("no %s in overlays/%s", k, overlay)
+				}
 			}
-			if u.GetKind() == "ValidatingWebhookConfiguration" {
-				u.SetName(u.GetName() + "-dry-run") // the real one is registered
+			if overlay == "cert-manager" && !kinds["Certificate"] {
+				t.Error("the cert-manager overlay has no Certificate")
 			}
-			if err := direct.Create(t.Context(), &u, client.DryRunAll); err != nil {
-				t.Errorf("%s: %s %s rejected: %v", file, u.GetKind(), u.GetName(), err)
+			// fencing is silently off without attachRequired
+			drv := manifests.Select(objs, "CSIDriver")
+			if len(drv) != 1 {
+				t.Fatalf("%d CSIDrivers", len(drv))
 			}
-			kinds[u.GetKind()] = true
-		}
+			if req, _, _ := unstructured.NestedBool(drv[0].Object, "spec", "attachRequired"); !req {
+				t.Error("the CSIDriver does not require attach: Kubernetes would never call ControllerPublish and fencing would be off")
+			}
+			var scs []string
+			for _, sc := range manifests.Select(objs, "StorageClass") {
+				scs = append(scs, sc.GetName())
+			}
+			slices.Sort(scs)
+			if !slices.Equal(scs, []string{"rds-fence", "rds-fence-block", "rds-fence-block-rwx"}) {
+				t.Errorf("storage classes %v", scs)
+			}
+		})
 	}
-	for _, k := range []string{"Deployment", "Service", "PodDisruptionBudget", "ServiceAccount", "ClusterRole", "Role", "ValidatingWebhookConfiguration"} {
-		if !kinds[k] {
-			t.Errorf("no %s in the base manifests", k)
+	// the credentials template is valid too (it is not part of the base)
+	raw, err := manifests.RenderFile("examples/rds-secret.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range raw {
+		if err := direct.Apply(t.Context(), client.ApplyConfigurationFromUnstructured(o), client.DryRunAll, client.FieldOwner("rds-fence-manifest-test")); err != nil {
+			t.Errorf("examples/rds-secret.yaml: %v", err)
 		}
 	}
 }

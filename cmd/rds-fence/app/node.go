@@ -57,7 +57,7 @@ func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Lo
 	fs.StringVar(&o.HostRoot, "host-root", "", "where the host's file system is mounted in this container (empty: the host itself)")
 	fs.StringVar(&o.SysRoot, "sys-root", "/sys", "where sysfs is mounted")
 	fs.StringVar(&o.DevRoot, "dev-root", "/dev", "where the host's /dev is mounted")
-	fs.StringVar(&o.MetricsAddress, "metrics-address", ":9811", `Prometheus metrics address ("0" disables)`)
+	fs.StringVar(&o.MetricsAddress, "metrics-address", ":9812", `Prometheus metrics address ("0" disables)`)
 	fs.StringVar(&o.HostNQNPath, "host-nqn-file", nodeagent.DefaultHostNQNPath, "the host's NVMe host NQN file (created with a stable random NQN if absent)")
 	fs.DurationVar(&o.Reannotate, "host-nqn-reannotate", 5*time.Minute, "how often the host NQN annotation on the Node is re-asserted")
 	fs.StringVar(&o.Transport, "transport", "none", "how volumes are attached: nvme (NVMe/TCP through the kernel), loop (the RDS simulator's fabric endpoint; test and local environments) or none (NodeGetInfo only)")
