@@ -32,6 +32,7 @@ import (
 	"github.com/rds-fence/rds-fence/attachment"
 	"github.com/rds-fence/rds-fence/cmd/rds-fence/app"
 	"github.com/rds-fence/rds-fence/csi"
+	"github.com/rds-fence/rds-fence/test/manifests"
 )
 
 // One control plane and one webhook (as `rds-fence webhook` wires it, in
@@ -45,6 +46,10 @@ var (
 	reg     *prometheus.Registry
 	port    int
 	root    string
+	// refusedAsSA: every request of the webhook (running as its ServiceAccount
+	// with the shipped RBAC) that the API server refused; the suite fails
+	// unless it stays empty.
+	refusedAsSA *manifests.Denials
 )
 
 const webhookNamespace = "rds-fence"
@@ -79,7 +84,13 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "starting the webhook:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if d := refusedAsSA.List(); len(d) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: the webhook, running as ServiceAccount %s/rds-fence-webhook with the RBAC of manifests/, was refused %d requests: %v\n",
+			webhookNamespace, len(d), d)
+		return 1
+	}
+	return code
 }
 
 // startWebhook runs the webhook and registers the shipped configuration,
@@ -121,8 +132,17 @@ func startWebhook(ctx context.Context) error {
 	if err := o.Validate(); err != nil {
 		return err
 	}
+	objs, err := manifests.Render("overlays/self-signed")
+	if err != nil {
+		return err
+	}
+	if err := manifests.ApplyRBAC(ctx, direct, objs, webhookNamespace, "rds-fence-webhook"); err != nil {
+		return err
+	}
+	var asSA *rest.Config
+	asSA, refusedAsSA = manifests.AsServiceAccount(restCfg, webhookNamespace, "rds-fence-webhook")
 	reg = prometheus.NewRegistry()
-	if hook, err = app.NewWebhookManager(restCfg, o, reg, logr.Discard()); err != nil {
+	if hook, err = app.NewWebhookManager(asSA, o, reg, logr.Discard()); err != nil {
 		return err
 	}
 	go func() { _ = hook.Manager.Start(ctx) }()
