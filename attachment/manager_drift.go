@@ -247,9 +247,7 @@ func (m *Manager) checkPVRecord(ctx context.Context, rec *Record, held bool, pv 
 func (dc *DriftChecker) missingFor(key string, now time.Time) time.Duration {
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
-	if dc.missingSince == nil {
-		dc.missingSince, dc.reported = map[string]time.Time{}, map[string]bool{}
-	}
+	dc.initLocked()
 	since, ok := dc.missingSince[key]
 	if !ok {
 		dc.missingSince[key] = now
@@ -262,11 +260,23 @@ func (dc *DriftChecker) missingFor(key string, now time.Time) time.Duration {
 func (dc *DriftChecker) report(key string) bool {
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
+	dc.initLocked()
 	if dc.reported[key] {
 		return false
 	}
 	dc.reported[key] = true
 	return true
+}
+
+// initLocked makes the zero DriftChecker usable (whichever kind of drift
+// is reported first).
+func (dc *DriftChecker) initLocked() {
+	if dc.missingSince == nil {
+		dc.missingSince = map[string]time.Time{}
+	}
+	if dc.reported == nil {
+		dc.reported = map[string]bool{}
+	}
 }
 
 // forgetExcept drops the keys whose attachment is no longer missing.

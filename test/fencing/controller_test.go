@@ -17,7 +17,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,38 +36,11 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 	id := f.volume("data", false)
 	f.mustPublish(id, a, false) // "the previous controller run"
 
-	dir := t.TempDir()
-	kc := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kc, kubeconfig, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(dir, "csi.sock")
-	o, _, err := app.ParseControllerFlags([]string{"--rds-address=" + f.sim.Server.Addr(), "--rds-key-file=/unused",
-		"--rds-insecure-ignore-host-key", "--kubeconfig=" + kc, "--leader-elect=false", "--metrics-address=0", "--health-address=0",
-		"--endpoint=unix://" + sock, "--drift-check-min-spacing=50ms"}, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	drv, err := csi.NewDriver(o.Driver, f.rds, logr.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve := func(ctx context.Context, drv *csi.Driver) error {
-		lis, err := csi.Listen("unix://" + sock)
-		if err != nil {
-			return err
-		}
-		return drv.Run(ctx, lis)
-	}
-	reg := prometheus.NewRegistry()
-	mgr, err := app.NewControllerManager(cfg, o, f.rds, drv, serve, reg, logr.Discard())
-	if err != nil {
-		t.Fatal(err)
-	}
+	sock, mgr, reg := wireController(t, f, cfg, "--leader-elect=false")
 	// The RDS cannot be listed at first: the rebuild fails and CSI must not
 	// be served from an unverified store.
 	f.sim.Sim.FailCommands("/disk print", "failure: device is busy", -1)
@@ -86,24 +61,11 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 	}
 	f.sim.Sim.ClearFaults()
 
-	if err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
-		_, err := os.Stat(sock)
-		return err == nil, nil
-	}); err != nil {
-		t.Fatal("the controller never served its socket")
-	}
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ctl := controllerClient(t, f, sock)
+	caps, err := ctl.ControllerGetCapabilities(t.Context(), &csipb.ControllerGetCapabilitiesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = conn.Close() }()
-	ctl := csipb.NewControllerClient(conn)
-	// The socket file appears at bind(), a moment before listen(): retry.
-	var caps *csipb.ControllerGetCapabilitiesResponse
-	waitFor(f, func(ctx context.Context) bool {
-		caps, err = ctl.ControllerGetCapabilities(ctx, &csipb.ControllerGetCapabilitiesRequest{})
-		return err == nil
-	})
 	var offered []csipb.ControllerServiceCapability_RPC_Type
 	for _, c := range caps.GetCapabilities() {
 		offered = append(offered, c.GetRpc().GetType())
@@ -167,6 +129,66 @@ func TestControllerWiringRebuildsBeforeServing(t *testing.T) {
 	if checks() <= settled {
 		t.Fatal("repaired, but not by a check the VolumeAttachment change triggered")
 	}
+}
+
+// wireController builds the controller subcommand's manager on cfg as
+// production wires it (flags parsed by the subcommand's own parser), with
+// the fixture's simulator, serving CSI on a socket it returns.
+func wireController(t *testing.T, f *fixture, cfg *rest.Config, args ...string) (string, manager.Manager, *prometheus.Registry) {
+	t.Helper()
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kc, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "csi.sock")
+	o, _, err := app.ParseControllerFlags(append([]string{"--rds-address=" + f.sim.Server.Addr(), "--rds-key-file=/unused",
+		"--rds-insecure-ignore-host-key", "--kubeconfig=" + kc, "--metrics-address=0", "--health-address=0",
+		"--endpoint=unix://" + sock, "--drift-check-min-spacing=50ms"}, args...), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Kube.AllowSecondManager = true // several tests in this process each run one
+	drv, err := csi.NewDriver(o.Driver, f.rds, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(ctx context.Context, drv *csi.Driver) error {
+		lis, err := csi.Listen("unix://" + sock)
+		if err != nil {
+			return err
+		}
+		return drv.Run(ctx, lis)
+	}
+	reg := prometheus.NewRegistry()
+	mgr, err := app.NewControllerManager(cfg, o, f.rds, drv, serve, reg, logr.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sock, mgr, reg
+}
+
+// controllerClient dials the controller's socket once it is served.
+func controllerClient(t *testing.T, f *fixture, sock string) csipb.ControllerClient {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		_, err := os.Stat(sock)
+		return err == nil, nil
+	}); err != nil {
+		t.Fatal("the controller never served its socket")
+	}
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	ctl := csipb.NewControllerClient(conn)
+	// The socket file appears at bind(), a moment before listen(): retry.
+	waitFor(f, func(ctx context.Context) bool {
+		_, err := ctl.ControllerGetCapabilities(ctx, &csipb.ControllerGetCapabilitiesRequest{})
+		return err == nil
+	})
+	return ctl
 }
 
 // gathered sums the values of a counter's series whose label has value.

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/rds-fence/rds-fence/attachment"
@@ -43,6 +44,10 @@ type KubeOptions struct {
 	LeaderElectionNamespace string
 	MetricsAddress          string
 	HealthAddress           string
+	// AllowSecondManager lets a test process run this manager more than
+	// once (controller-runtime refuses a second controller of one name per
+	// process). Not a flag: one process runs one controller.
+	AllowSecondManager bool
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -82,6 +87,7 @@ func NewControllerManager(cfg *rest.Config, o *ControllerOptions, storage *rds.C
 		LeaderElectionNamespace: o.Kube.LeaderElectionNamespace,
 		Metrics:                 metricsserver.Options{BindAddress: o.Kube.MetricsAddress},
 		HealthProbeBindAddress:  o.Kube.HealthAddress,
+		Controller:              config.Controller{SkipNameValidation: &o.Kube.AllowSecondManager},
 	})
 	if err != nil {
 		return nil, err
