@@ -13,6 +13,8 @@ BENCHTIME  ?= 3x
 CREATE_BENCH_ARGS ?=
 STATICCHECK_VERSION := v0.8.2
 CONTROL_PLANE := $(BIN)/kube-apiserver $(BIN)/etcd
+# The local environment (make run) and its end-to-end test also need these.
+LOCAL_CLUSTER := $(BIN)/kube-controller-manager $(BIN)/kube-scheduler $(BIN)/csi-provisioner $(BIN)/csi-attacher
 
 export PATH := /usr/local/go/bin:$(PATH)
 export KUBEBUILDER_ASSETS := $(BIN)
@@ -34,6 +36,12 @@ $(BIN)/kube-apiserver:
 $(BIN)/etcd:
 	hack/build-control-plane.sh $(BIN) etcd
 
+.PHONY: local-cluster
+local-cluster: $(CONTROL_PLANE) $(LOCAL_CLUSTER) ## Also build kube-controller-manager, kube-scheduler, csi-provisioner and csi-attacher (once; cached).
+
+$(LOCAL_CLUSTER):
+	hack/build-control-plane.sh $(BIN) $(notdir $@)
+
 # Node tools the node tests use for real (loop devices, mkfs, mounts).
 NODE_TOOLS := losetup blkid mkfs.ext4 mkfs.xfs xfs_growfs resize2fs mount
 
@@ -52,7 +60,7 @@ $(VM): hack/vm/build.sh
 	hack/vm/build.sh $(BIN)/vm
 
 .PHONY: test
-test: control-plane build host-tools vm ## Unit, simulator-over-SSH, csi-sanity and envtest suites (race detector), then short fuzzing of the parsers and the admission webhook.
+test: control-plane local-cluster build host-tools vm ## Unit, simulator-over-SSH, csi-sanity and envtest suites (race detector), then short fuzzing of the parsers and the admission webhook.
 	$(GO) test $(GOFLAGS) -race -timeout 20m ./...
 	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzParseDetail$$' -fuzztime $(FUZZTIME) ./rds
 	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime 30000x ./rds
@@ -78,10 +86,16 @@ lint: $(BIN)/staticcheck ## gofmt, go vet and staticcheck.
 	$(GO) vet ./...
 	$(BIN)/staticcheck ./...
 
+# make run STORY=1 also plays the fencing story once the environment is up.
+RUN_ARGS ?= $(if $(STORY),--story,)
+
 .PHONY: run
-run: build ## Run the whole system locally (arrives with the local-environment issue).
-	@echo "make run: not yet - the local environment (control plane, simulator, controller, nodes) arrives with its own issue."
-	@echo "Today you can start the pieces by hand: bin/rds-fence rds-sim -h, bin/rds-fence controller -h, bin/rds-fence webhook -h"
+run: local-cluster build host-tools ## Run the whole system locally until Ctrl-C (STORY=1: play the fencing story too; needs root).
+	$(BIN)/rds-fence dev --dir $(CURDIR)/.run --bin $(BIN) --root $(CURDIR) $(RUN_ARGS)
+
+.PHONY: demo
+demo: local-cluster build host-tools ## Start the local environment, play the fencing story, print it, stop.
+	$(BIN)/rds-fence dev --dir $(CURDIR)/.run --bin $(BIN) --root $(CURDIR) --story --exit-after-story
 
 .PHONY: clean
 clean: ## Remove build outputs except the cached control plane.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds the test control plane (kube-apiserver, and optionally
-# kube-controller-manager and kube-scheduler, from k8s.io/kubernetes; etcd from
-# go.etcd.io) from the Go module proxy into $BIN. Each binary is built only
+# Builds the control plane (kube-apiserver, kube-controller-manager and
+# kube-scheduler from k8s.io/kubernetes; etcd from go.etcd.io) and the CSI
+# sidecars the local environment runs (csi-provisioner, csi-attacher) from
+# the Go module proxy into $BIN, each from its own module under hack/tools
+# (their Kubernetes library versions differ). Each binary is built only
 # when missing, so later runs reuse it. Usage:
-#   hack/build-control-plane.sh BIN_DIR [kube-apiserver|kube-controller-manager|kube-scheduler|etcd ...]
+#   hack/build-control-plane.sh BIN_DIR [kube-apiserver|kube-controller-manager|kube-scheduler|etcd|csi-attacher|csi-provisioner ...]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(mkdir -p "$1" && cd "$1" && pwd); shift
@@ -19,6 +21,8 @@ for c in "${want[@]}"; do
   case "$c" in
     etcd) (cd "$root/hack/tools/etcd" && go build -trimpath -ldflags "-s -w" -o "$bin/$c.tmp" .) ;;
     kube-*) (cd "$root/hack/tools/k8s" && go build -trimpath -ldflags "$ld" -o "$bin/$c.tmp" "k8s.io/kubernetes/cmd/$c") ;;
+    csi-attacher) (cd "$root/hack/tools/$c" && go build -trimpath -ldflags "-s -w -X main.version=v4.13.0" -o "$bin/$c.tmp" github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher) ;;
+    csi-provisioner) (cd "$root/hack/tools/$c" && go build -trimpath -ldflags "-s -w -X main.version=v5.3.0" -o "$bin/$c.tmp" github.com/kubernetes-csi/external-provisioner/v5/cmd/csi-provisioner) ;;
     *) echo "unknown component $c" >&2; exit 2 ;;
   esac
   mv "$bin/$c.tmp" "$bin/$c"

@@ -19,7 +19,8 @@ commands:
   controller   CSI controller service (volume lifecycle on the RDS over SSH)
   webhook      admission webhook that refuses pods, bindings and VMIs which would attach an RWO volume to a second node
   rds-sim      RouterOS-compatible RDS simulator (SSH server, sparse files)
-  node         CSI node plugin (today: host NQN and NodeGetInfo; staging arrives with the node issue)
+  node         CSI node plugin (host NQN, staging and publishing over NVMe/TCP or the loop transport, reconnect monitor)
+  dev          the local environment: control plane, RDS simulator, controller, webhook, sidecars, two simulated nodes
   version      print the version
 
 Run "rds-fence <command> -h" for a command's flags.
@@ -44,7 +45,7 @@ func main() {
 	case "node":
 		err = app.RunNode(ctx, args, version)
 	case "dev":
-		err = fmt.Errorf("%s: not yet implemented", cmd)
+		err = app.RunDev(ctx, args)
 	case "version":
 		fmt.Println(version)
 	case "-h", "--help", "help":
