@@ -162,7 +162,7 @@ func (e *Env) startAll(ctx, runCtx context.Context) error {
 	}
 	e.say("control plane: API server ready at https://%s", e.addr("apiserver"))
 	if _, err := e.start("kube-controller-manager", "kube-controller-manager", "--kubeconfig="+e.Kubeconfig,
-		"--controllers=attachdetach,persistentvolume-binder,serviceaccount,pv-protection,pvc-protection,garbagecollector",
+		"--controllers=attachdetach,persistentvolume-binder,serviceaccount,pv-protection,pvc-protection,garbagecollector,podgc",
 		"--use-service-account-credentials=false", "--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=0",
 		"--flex-volume-plugin-dir="+filepath.Join(e.Dir, "flex")); err != nil {
 		return err

@@ -150,6 +150,9 @@ func (k *Kubelet) setupPod(ctx context.Context, p *corev1.Pod) error {
 		if err != nil {
 			return err
 		}
+		if err := k.reportedAttached(ctx, pv.Spec.CSI.Driver+"^"+pv.Spec.CSI.VolumeHandle); err != nil {
+			return err
+		}
 		if err := k.publish(ctx, p, &pv, va); err != nil {
 			return err
 		}
@@ -186,6 +189,23 @@ func (k *Kubelet) attachment(ctx context.Context, pv string) (*storagev1.VolumeA
 		}
 	}
 	return nil, fmt.Errorf("no VolumeAttachment of %s for %s yet", pv, k.node)
+}
+
+// reportedAttached: like the kubelet, wait until the attach-detach
+// controller lists the volume in the Node's status.volumesAttached (it
+// does once its own attach operation has seen the VolumeAttachment
+// attached).
+func (k *Kubelet) reportedAttached(ctx context.Context, unique string) error {
+	var n corev1.Node
+	if err := k.env.Client.Get(ctx, client.ObjectKey{Name: k.node}, &n); err != nil {
+		return err
+	}
+	for _, v := range n.Status.VolumesAttached {
+		if string(v.Name) == "kubernetes.io/csi/"+unique {
+			return nil
+		}
+	}
+	return fmt.Errorf("volume %s attached, but not yet in node %s's status.volumesAttached", unique, k.node)
 }
 
 func capability(pv *corev1.PersistentVolume) *csipb.VolumeCapability {

@@ -199,6 +199,14 @@ func (s *story) run(ctx context.Context) error {
 		return err
 	}
 	s.step(s.a+" deleted: the reconciler freed the volume", msg)
+	// The pod on the lost node is orphaned: PodGC force-deletes it after
+	// its 40s quarantine; until then the attach-detach controller keeps
+	// the claim wanted on the lost node and refuses a Multi-Attach. Do
+	// what PodGC will do, now.
+	zero := int64(0)
+	if err := k.Delete(ctx, onA, &client.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
 
 	onB := s.pod("app-b", "data", func(p *corev1.Pod) { p.Spec.NodeSelector = map[string]string{corev1.LabelHostname: s.b} })
 	if err := k.Create(ctx, onB); err != nil {
@@ -211,7 +219,7 @@ func (s *story) run(ctx context.Context) error {
 		}
 		return true, ""
 	}); err != nil {
-		return err
+		return fmt.Errorf("%w; events of pod %s: %s", err, onB.Name, s.eventsOf(ctx, "Pod", onB.Name))
 	}
 	s.report.NodeLossToAttached = time.Since(lost)
 	if err := s.running(ctx, onB); err != nil {
@@ -220,7 +228,7 @@ func (s *story) run(ctx context.Context) error {
 	if err := s.fence(ctx, id, s.b); err != nil {
 		return err
 	}
-	s.step("pod on "+s.b+" attached", fmt.Sprintf("%s after %s was deleted; the RDS fence now admits only %s's host NQN",
+	s.step("pod on "+s.b+" attached", fmt.Sprintf("%s after %s was deleted (its orphaned pod force-deleted as PodGC would); the RDS fence now admits only %s's host NQN",
 		s.report.NodeLossToAttached.Round(time.Millisecond), s.a, s.b))
 	return nil
 }
@@ -344,4 +352,19 @@ func (s *story) event(ctx context.Context, kind, name, reason string) (string, e
 		return false, ""
 	})
 	return msg, err
+}
+
+// eventsOf lists the reasons and messages of the events on an object.
+func (s *story) eventsOf(ctx context.Context, kind, name string) string {
+	var list corev1.EventList
+	if err := s.e.Client.List(ctx, &list, client.InNamespace(s.ns)); err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, ev := range list.Items {
+		if ev.InvolvedObject.Kind == kind && ev.InvolvedObject.Name == name {
+			out = append(out, ev.Reason+": "+ev.Message)
+		}
+	}
+	return strings.Join(out, "; ")
 }
