@@ -122,7 +122,9 @@ func TestControllerRunsWithShippedRBAC(t *testing.T) {
 		return apierrors.IsNotFound(direct.Get(ctx, client.ObjectKeyFromObject(va), &storagev1.VolumeAttachment{}))
 	})
 	clusterEvent(t, "CSIDriver", csi.DefaultDriverName, "OrphanedDisk")
-	waitFor(f, func(context.Context) bool { return gathered(t, reg, "rds_fence_drift_checks_total", "trigger", "periodic") > 0 })
+	waitFor(f, func(context.Context) bool {
+		return gathered(t, reg, "rds_fence_drift_checks_total", "trigger", "periodic") > 0
+	})
 	if _, err := ctl.ControllerUnpublishVolume(t.Context(), &csipb.ControllerUnpublishVolumeRequest{VolumeId: id, NodeId: b}); err != nil {
 		t.Fatal(err)
 	}
