@@ -68,7 +68,7 @@ test: control-plane local-cluster build host-tools vm ## Unit, simulator-over-SS
 	$(GO) test $(GOFLAGS) -run '^$$' -fuzz '^FuzzDecide$$' -fuzztime 20000x ./webhook
 
 .PHONY: bench
-bench: control-plane ## Benchmarks behind docs/PERFORMANCE.md. CREATE_BENCH_ARGS='-bench-sessions=4 -bench-latency=200ms -bench-requests=100'
+bench: control-plane local-cluster build ## Benchmarks behind docs/PERFORMANCE.md. CREATE_BENCH_ARGS='-bench-sessions=4 -bench-latency=200ms -bench-requests=100'
 	$(GO) test $(GOFLAGS) -run '^$$' -bench . -benchmem -benchtime 20x ./rds
 	$(GO) test $(GOFLAGS) -run '^$$' -bench . -benchtime $(BENCHTIME) ./csi -args $(CREATE_BENCH_ARGS)
 	$(GO) test $(GOFLAGS) -run '^$$' -bench ControllerPublish -benchtime 300x ./test/fencing
@@ -76,6 +76,7 @@ bench: control-plane ## Benchmarks behind docs/PERFORMANCE.md. CREATE_BENCH_ARGS
 	$(GO) test $(GOFLAGS) -run '^$$' -bench NodeLoss -benchtime 20x -timeout 20m ./test/fencing
 	$(GO) test $(GOFLAGS) -run '^$$' -bench Decision10k -benchtime 5000x -timeout 20m ./test/admission
 	$(GO) test $(GOFLAGS) -run '^$$' -bench PodCreationOverhead -benchtime 1x ./test/admission
+	$(GO) test $(GOFLAGS) -run '^$$' -bench LocalEnvironment -benchtime 3x -timeout 20m ./test/e2e
 
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

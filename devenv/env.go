@@ -141,7 +141,11 @@ func (e *Env) startAll(ctx, runCtx context.Context) error {
 		return err
 	}
 	e.Kubeconfig = filepath.Join(e.Dir, "kubeconfig")
-	if err := os.WriteFile(e.Kubeconfig, []byte(e.pki.kubeconfig("https://"+e.addr("apiserver"))), 0o600); err != nil {
+	kc, err := e.pki.kubeconfig("https://" + e.addr("apiserver"))
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(e.Kubeconfig, []byte(kc), 0o600); err != nil {
 		return err
 	}
 	if e.Config, err = clientcmd.BuildConfigFromFlags("", e.Kubeconfig); err != nil {

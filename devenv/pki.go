@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -145,19 +146,30 @@ func sshKey(path string) (ssh.PublicKey, error) {
 	return sp, nil
 }
 
-// kubeconfig is an admin kubeconfig for the API server at url.
-func (p *pki) kubeconfig(url string) string {
+// kubeconfig is an admin kubeconfig for the API server at url, with the
+// certificates inline: client-go caches TLS transports by file name, so
+// a second environment in the same directory (new keys, same paths) would
+// otherwise be called with the first one's CA.
+func (p *pki) kubeconfig(url string) (string, error) {
+	var data [3]string
+	for i, f := range []string{p.caCert, p.adminCert, p.adminKey} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		data[i] = base64.StdEncoding.EncodeToString(b)
+	}
 	return fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
 - name: rds-fence-dev
-  cluster: {server: %q, certificate-authority: %q}
+  cluster: {server: %q, certificate-authority-data: %s}
 users:
 - name: admin
-  user: {client-certificate: %q, client-key: %q}
+  user: {client-certificate-data: %s, client-key-data: %s}
 contexts:
 - name: rds-fence-dev
   context: {cluster: rds-fence-dev, user: admin, namespace: default}
 current-context: rds-fence-dev
-`, url, p.caCert, p.adminCert, p.adminKey)
+`, url, data[0], data[1], data[2]), nil
 }
