@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
@@ -168,60 +169,114 @@ func (n *NodeServer) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVo
 	}
 	defer unlock()
 	tgt := nodeagent.Target{Address: vc[CtxTargetAddress], Port: port, SubsystemNQN: vc[CtxNQN], HostNQN: v.HostNQN}
-	dev, err := v.attach(ctx, id, tgt)
+	if v.Watcher != nil {
+		if h, ok := v.Watcher.Health(tgt.SubsystemNQN); ok && h.State == nodeagent.StateFenced {
+			return nil, status.Errorf(codes.FailedPrecondition, "volume %s: the storage has refused this node since %s (the volume was given to another node) and its waiting I/O was failed; it stays unusable here until it is unstaged: delete the pods on this node that use it",
+				id, h.Since.UTC().Format(time.RFC3339))
+		}
+	}
+	dev, undo, err := v.attach(ctx, id, tgt)
 	if err != nil {
 		return nil, err
 	}
 	if fsType == "" {
 		return &csipb.NodeStageVolumeResponse{}, nil // block: published from the device itself
 	}
+	fail := func(err error) (*csipb.NodeStageVolumeResponse, error) {
+		undo()
+		return nil, err
+	}
 	if err := os.MkdirAll(staging, 0o750); err != nil {
-		return nil, status.Errorf(codes.Internal, "volume %s: %v", id, err)
+		return fail(status.Errorf(codes.Internal, "volume %s: %v", id, err))
 	}
 	notMnt, err := v.Mounter.IsLikelyNotMountPoint(staging)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "volume %s: checking %s: %v", id, staging, err)
+		return fail(status.Errorf(codes.Internal, "volume %s: checking %s: %v", id, staging, err))
 	}
 	if !notMnt {
 		return &csipb.NodeStageVolumeResponse{}, nil // already staged
 	}
-
 	opts := req.GetVolumeCapability().GetMount().GetMountFlags()
 	if err := v.Mounter.FormatAndMount(dev, staging, fsType, opts); err != nil {
-		return nil, status.Errorf(codes.Internal, "volume %s: formatting (only if empty) and mounting %s on %s: %v", id, dev, staging, err)
+		return fail(status.Errorf(codes.Internal, "volume %s: formatting (only if empty) and mounting %s on %s: %v", id, dev, staging, err))
 	}
 	return &csipb.NodeStageVolumeResponse{}, nil
 }
 
 // attach connects the volume (recorded first, so a restarted plugin keeps
-// watching it; the record goes again if the connect fails), puts the
-// stable device above it and has the monitor watch it. It returns the
-// stable device.
-func (v *NodeVolumes) attach(ctx context.Context, id string, tgt nodeagent.Target) (string, error) {
+// watching it), puts the stable device above it and has the monitor watch
+// it. It returns the stable device and an undo that takes back what this
+// call created — the record, the stable device, the connection — for a
+// stage that fails later (a failed stage is final for the kubelet, which
+// then never unstages). A volume that was already attached or recorded
+// before this call is left as it was: it is someone's staged volume.
+func (v *NodeVolumes) attach(ctx context.Context, id string, tgt nodeagent.Target) (string, func(), error) {
+	nqn := tgt.SubsystemNQN
+	hadRecord := false
 	if v.Staged != nil {
+		recs, _ := v.Staged.List()
+		for _, r := range recs {
+			hadRecord = hadRecord || r.Target.SubsystemNQN == nqn
+		}
 		if err := v.Staged.Put(nodeagent.Staged{VolumeID: id, Target: tgt, MapName: MapName(id)}); err != nil {
-			return "", status.Errorf(codes.Internal, "volume %s: recording it as staged: %v", id, err)
+			return "", nil, status.Errorf(codes.Internal, "volume %s: recording it as staged: %v", id, err)
+		}
+	}
+	_, derr := v.Connector.Device(ctx, nqn)
+	fresh := errors.Is(derr, nodeagent.ErrNotConnected)
+	_, merr := v.stable(ctx, id)
+	freshMap := v.Mapper != nil && errors.Is(merr, nodeagent.ErrNotConnected)
+	undo := func() {
+		if hadRecord {
+			return // a staged volume (perhaps lost right now): keep everything
+		}
+		ctx := context.WithoutCancel(ctx)
+		if fresh || freshMap {
+			if v.Watcher != nil {
+				v.Watcher.Forget(nqn)
+			}
+		}
+		if freshMap {
+			_ = v.Mapper.Unmap(ctx, MapName(id))
+		}
+		if fresh {
+			_ = v.Connector.Disconnect(ctx, nqn)
+		}
+		if v.Staged != nil {
+			_ = v.Staged.Delete(nqn)
 		}
 	}
 	dev, err := v.Connector.Connect(ctx, tgt)
 	if err != nil {
-		if _, derr := v.Connector.Device(ctx, tgt.SubsystemNQN); errors.Is(derr, nodeagent.ErrNotConnected) && v.Staged != nil {
-			_ = v.Staged.Delete(tgt.SubsystemNQN) // nothing attached: nothing to remember
-		}
+		undo()
 		if errors.Is(err, nodeagent.ErrFenced) {
-			return "", status.Errorf(codes.FailedPrecondition, "volume %s: the storage refused this node (host NQN %s): %v", id, v.HostNQN, err)
+			return "", nil, status.Errorf(codes.FailedPrecondition, "volume %s: the storage refused this node (host NQN %s): %v", id, v.HostNQN, err)
 		}
-		return "", status.Errorf(codes.Unavailable, "volume %s: attaching it: %v", id, err)
+		return "", nil, status.Errorf(codes.Unavailable, "volume %s: attaching it: %v", id, err)
 	}
 	if v.Mapper != nil {
 		if dev, err = v.Mapper.Map(ctx, MapName(id), dev); err != nil {
-			return "", status.Errorf(codes.Internal, "volume %s: creating its stable device: %v", id, err)
+			undo()
+			return "", nil, status.Errorf(codes.Internal, "volume %s: creating its stable device: %v", id, err)
 		}
 	}
 	if v.Watcher != nil {
 		v.Watcher.Expect(tgt)
 	}
-	return dev, nil
+	return dev, undo, nil
+}
+
+// FailQueued fails the I/O waiting on volume t's stable device (the
+// monitor's hook when the storage fence refuses this node).
+func (v *NodeVolumes) FailQueued(ctx context.Context, t nodeagent.Target) error {
+	if v.Mapper == nil {
+		return nil
+	}
+	id, ok := strings.CutPrefix(t.SubsystemNQN, v.NQNPrefix)
+	if !ok {
+		return fmt.Errorf("subsystem %s is not this driver's", t.SubsystemNQN)
+	}
+	return v.Mapper.FailQueued(ctx, MapName(id))
 }
 
 // NodeUnstageVolume unmounts the staging path (if mounted) and detaches

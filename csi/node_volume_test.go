@@ -131,11 +131,15 @@ func TestNodeStageNeverReformats(t *testing.T) {
 		t.Fatalf("data after restage: %q, %v", b, err)
 	}
 	unstage()
-	// Another file system asked for: refused, the data untouched.
+	// Another file system asked for: refused, the data untouched, and
+	// nothing the failed stage attached is left behind (the kubelet never
+	// unstages after a final error).
 	if err := stage(fsCap("xfs")); err == nil {
 		t.Fatal("an ext4 volume was staged as xfs")
 	}
-	unstage()
+	if _, err := n.vols.Connector.Device(ctx, testNQNs+id); !errors.Is(err, nodeagent.ErrNotConnected) {
+		t.Fatalf("a failed stage left the volume attached: %v", err)
+	}
 	if err := stage(fsCap("ext4")); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -158,6 +159,9 @@ func (d *DMMultipath) Map(ctx context.Context, name, dev string) (string, error)
 	if err := checkTable(name, cur); err != nil {
 		return "", err
 	}
+	if err := d.resumeIfSuspended(ctx, name); err != nil {
+		return "", err
+	}
 	if tableMatches(cur, size, mm) {
 		st, err := d.dmsetup(ctx, "status", name)
 		if err != nil {
@@ -207,16 +211,34 @@ func tableMatches(table string, sectors uint64, mm string) bool {
 
 // swap loads table into name and resumes it, with the device suspended
 // without flushing (queued I/O stays queued and goes to the new table).
+// Once suspended, load and resume run to the end even if ctx ends (a
+// gRPC deadline, the plugin stopping): a device left suspended blocks
+// all its I/O.
 func (d *DMMultipath) swap(ctx context.Context, name, table string) error {
 	if _, err := d.dmsetup(ctx, "suspend", "--noflush", "--nolockfs", "--noudevsync", name); err != nil {
 		return err
 	}
-	_, lerr := d.dmsetup(ctx, "load", name, "--table", table)
+	finish, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	_, lerr := d.dmsetup(finish, "load", name, "--table", table)
 	// resume either way: with the new table, or (load failed) the old one
-	if _, err := d.dmsetup(ctx, "resume", "--noudevsync", name); err != nil {
+	if _, err := d.dmsetup(finish, "resume", "--noudevsync", name); err != nil {
 		return errors.Join(lerr, err)
 	}
 	return lerr
+}
+
+// resumeIfSuspended resumes a mapping an interrupted swap left suspended.
+func (d *DMMultipath) resumeIfSuspended(ctx context.Context, name string) error {
+	st, err := d.dmsetup(ctx, "info", "-c", "--noheadings", "-o", "suspended", name)
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(st) != "Suspended" {
+		return nil
+	}
+	_, err = d.dmsetup(ctx, "resume", "--noudevsync", name)
+	return err
 }
 
 // PathActive reports whether a multipath status line shows path mm as

@@ -81,6 +81,12 @@ func (f *fakeDM) Output(_ context.Context, name string, args ...string) ([]byte,
 		mm := strings.Fields(f.tables[dm])[14]
 		return []byte(fmt.Sprintf("0 100 multipath 2 0 0 0 1 1 A 0 1 0 %s %s 0\n", mm, st)), nil
 	case "info":
+		if contains(flags, "o=suspended") {
+			if f.suspended[dm] {
+				return []byte("Suspended\n"), nil
+			}
+			return []byte("Active\n"), nil
+		}
 		return []byte(fmt.Sprintf("%d\n", f.minors[dm])), nil
 	case "suspend":
 		if !contains(flags, "--noflush") || !contains(flags, "--nolockfs") {
@@ -172,7 +178,7 @@ func TestDMMultipathMapsQueuesAndRetargets(t *testing.T) {
 	for _, c := range f.log {
 		verbs = append(verbs, strings.Fields(c)[0])
 	}
-	if strings.Join(verbs, ",") != "table,suspend,load,resume,info" || f.tables[name] != Table(sectors, mmB) {
+	if strings.Join(verbs, ",") != "table,info,suspend,load,resume,info" || f.tables[name] != Table(sectors, mmB) {
 		t.Fatalf("retarget commands %v, table %q", f.log, f.tables[name])
 	}
 
@@ -188,6 +194,13 @@ func TestDMMultipathMapsQueuesAndRetargets(t *testing.T) {
 		t.Fatalf("failed load: %v, suspended %v, table %q", err, f.suspended[name], f.tables[name])
 	}
 	f.failLoad = false
+
+	// a swap interrupted after the suspend (the plugin was killed): the
+	// next Map resumes the device
+	f.suspended[name] = true
+	if _, err := d.Map(ctx, name, devB); err != nil || f.suspended[name] {
+		t.Fatalf("a suspended mapping was left suspended: %v", err)
+	}
 
 	if err := d.FailQueued(ctx, name); err != nil || f.queueing[name] {
 		t.Fatalf("fail_if_no_path: %v, queueing %v", err, f.queueing[name])

@@ -29,8 +29,12 @@ const (
 	// (queued by the stable device) and the monitor keeps trying.
 	StateLost = "lost"
 	// StateFenced: connecting again was refused by the storage's host-NQN
-	// fence: the volume was given to another node. I/O waits and can
-	// never reach the disk from here.
+	// fence: the volume was given to another node. Final until the volume
+	// is unstaged: the I/O waiting for it is failed at once (OnFenced) and
+	// the monitor never connects it again — were the storage to admit this
+	// node later (the volume handed back, a migration opening the fence),
+	// writes queued since the fence must not land on what another node
+	// wrote meanwhile.
 	StateFenced = "fenced"
 )
 
@@ -56,24 +60,38 @@ type Monitor struct {
 	// Keep points the volume's stable device at dev; an error is retried
 	// at the next check.
 	Keep func(ctx context.Context, t Target, dev string) error
+	// OnFenced fails the I/O waiting for a fenced volume (the stable
+	// device's queue); called once, when the fence is found.
+	OnFenced func(ctx context.Context, t Target) error
 	// OnChange is told every health change (events, metrics), and a
 	// Health with an empty State when a volume is forgotten.
 	OnChange func(t Target, h Health)
-	Log      logr.Logger
-	Now      func() time.Time
+	// FenceConfirmations: how many refusals in a row make a volume fenced
+	// (default 3): a storage that just rebooted can refuse a subsystem it
+	// has not exported yet; a real fence refuses every time, and the
+	// queue stays held meanwhile.
+	FenceConfirmations int
+	// RecheckEvery: a live volume's stable device is handed to Keep again
+	// at least this often (default 30s): without a multipathd, a path
+	// device-mapper marked failed is only reinstated by Keep.
+	RecheckEvery time.Duration
+	Log          logr.Logger
+	Now          func() time.Time
 
 	mu      sync.Mutex
 	watched map[string]*watch
-	// checking is held while one volume is checked; Forget takes it so a
-	// volume being unstaged is never reconnected behind its back.
-	checking sync.Mutex
 }
 
 type watch struct {
 	t        Target
 	device   string // the device Keep last succeeded with
+	kept     time.Time
 	needKeep bool
 	health   Health
+	refusals int
+	// busy is held while the volume is checked; Forget takes it so a
+	// volume being unstaged is never reconnected behind its back.
+	busy sync.Mutex
 }
 
 func (m *Monitor) now() time.Time {
@@ -99,17 +117,31 @@ func (m *Monitor) Expect(t Target) {
 }
 
 // Forget stops watching a volume (it is being unstaged). It waits for a
-// check in progress.
+// check of that volume in progress.
 func (m *Monitor) Forget(nqn string) {
-	m.checking.Lock()
-	defer m.checking.Unlock()
 	m.mu.Lock()
 	w, ok := m.watched[nqn]
-	delete(m.watched, nqn)
 	m.mu.Unlock()
-	if ok && m.OnChange != nil {
+	if !ok {
+		return
+	}
+	w.busy.Lock()
+	defer w.busy.Unlock()
+	m.mu.Lock()
+	if m.watched[nqn] == w {
+		delete(m.watched, nqn)
+	}
+	m.mu.Unlock()
+	if m.OnChange != nil {
 		m.OnChange(w.t, Health{})
 	}
+}
+
+// Fenced reports whether the volume was found fenced (it stays so until
+// it is forgotten).
+func (m *Monitor) Fenced(nqn string) bool {
+	h, ok := m.Health(nqn)
+	return ok && h.State == StateFenced
 }
 
 // Health returns a watched volume's health (false: not watched).
@@ -133,30 +165,56 @@ func (m *Monitor) Device(nqn string) string {
 	return ""
 }
 
-// Check looks at every watched volume once.
+// Check looks at every watched volume once, up to four at a time (a
+// volume whose target does not answer must not hold up the others).
 func (m *Monitor) Check(ctx context.Context) {
 	m.mu.Lock()
-	nqns := make([]string, 0, len(m.watched))
-	for n := range m.watched {
-		nqns = append(nqns, n)
+	ws := make([]*watch, 0, len(m.watched))
+	for _, w := range m.watched {
+		ws = append(ws, w)
 	}
 	m.mu.Unlock()
-	for _, n := range nqns {
-		m.checkOne(ctx, n)
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			m.checkOne(ctx, w)
+		}()
 	}
+	wg.Wait()
 }
 
-func (m *Monitor) checkOne(ctx context.Context, nqn string) {
-	m.checking.Lock()
-	defer m.checking.Unlock()
+func (m *Monitor) confirmations() int {
+	if m.FenceConfirmations > 0 {
+		return m.FenceConfirmations
+	}
+	return 3
+}
+
+func (m *Monitor) recheck() time.Duration {
+	if m.RecheckEvery > 0 {
+		return m.RecheckEvery
+	}
+	return 30 * time.Second
+}
+
+func (m *Monitor) checkOne(ctx context.Context, w *watch) {
+	w.busy.Lock()
+	defer w.busy.Unlock()
 	m.mu.Lock()
-	w, ok := m.watched[nqn]
-	if !ok {
+	nqn := w.t.SubsystemNQN
+	if m.watched[nqn] != w {
 		m.mu.Unlock()
 		return // forgotten meanwhile
 	}
-	t, prev, needKeep := w.t, w.health, w.needKeep
+	t, prev, needKeep := w.t, w.health, w.needKeep || m.now().Sub(w.kept) >= m.recheck()
 	m.mu.Unlock()
+	if prev.State == StateFenced {
+		return // final until unstaged: never connect again
+	}
 
 	next := Health{State: StateLive}
 	dev := ""
@@ -164,10 +222,24 @@ func (m *Monitor) checkOne(ctx context.Context, nqn string) {
 	switch {
 	case len(ctrls) == 0:
 		d, err := m.Fabric.Connect(ctx, t)
+		refused := err != nil && errors.Is(err, ErrFenced)
+		m.mu.Lock()
+		if refused {
+			w.refusals++
+		} else {
+			w.refusals = 0
+		}
+		confirmed := w.refusals >= m.confirmations()
+		m.mu.Unlock()
 		if err != nil {
 			next = Health{State: StateLost, Err: err}
-			if errors.Is(err, ErrFenced) {
+			if refused && confirmed {
 				next.State = StateFenced
+				if m.OnFenced != nil {
+					if ferr := m.OnFenced(ctx, t); ferr != nil {
+						m.Log.Error(ferr, "failing the I/O waiting for a fenced volume", "nqn", nqn)
+					}
+				}
 			}
 			break
 		}
@@ -205,7 +277,7 @@ func (m *Monitor) checkOne(ctx context.Context, nqn string) {
 	}
 	w.health, w.needKeep = next, needKeep
 	if dev != "" && !needKeep {
-		w.device = dev
+		w.device, w.kept = dev, m.now()
 	}
 	m.mu.Unlock()
 	if changed {

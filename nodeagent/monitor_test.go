@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 )
@@ -36,6 +37,7 @@ func (f *fakeFabric) State(c string) string           { return f.states[c] }
 type monitorLog struct {
 	kept    []string
 	changes []string
+	fenced  int
 	keepErr error
 }
 
@@ -48,6 +50,7 @@ func newMonitor(f *fakeFabric, l *monitorLog) *Monitor {
 			l.kept = append(l.kept, dev)
 			return nil
 		},
+		OnFenced: func(context.Context, Target) error { l.fenced++; return nil },
 		OnChange: func(t Target, h Health) { l.changes = append(l.changes, h.State) }}
 }
 
@@ -78,12 +81,6 @@ func TestMonitorReconnectsAndRetargetsAfterRenumbering(t *testing.T) {
 	if h, _ := m.Health(nqn); h.State != StateLost || h.Err == nil {
 		t.Fatalf("target away: health %+v", h)
 	}
-	f.connect = func(Target) (string, error) { return "", fmt.Errorf("%w: not admitted", ErrFenced) }
-	m.Check(t.Context())
-	if h, _ := m.Health(nqn); h.State != StateFenced {
-		t.Fatalf("refused by the fence: health %+v", h)
-	}
-
 	f.connect = func(Target) (string, error) { // back, under another name
 		f.ctrls[nqn], f.states["nvme1"], f.devs[nqn] = []string{"nvme1"}, "live", "/dev/nvme1n1"
 		return "/dev/nvme1n1", nil
@@ -98,7 +95,7 @@ func TestMonitorReconnectsAndRetargetsAfterRenumbering(t *testing.T) {
 	if h, _ := m.Health(nqn); h.State != StateLive || m.Device(nqn) != "/dev/nvme1n1" || strings.Join(l.kept, ",") != "/dev/nvme0n1,/dev/nvme1n1" {
 		t.Fatalf("after retry: health %+v, device %q, kept %v", h, m.Device(nqn), l.kept)
 	}
-	want := "live,reconnecting,lost,fenced,reconnecting,live"
+	want := "live,reconnecting,lost,reconnecting,live"
 	if got := strings.Join(l.changes, ","); got != want {
 		t.Fatalf("health changes %s, want %s", got, want)
 	}
@@ -136,5 +133,103 @@ func TestMonitorKernelReconnectRechecksTheStableDevice(t *testing.T) {
 	m.Check(t.Context())
 	if strings.Join(l.kept, ",") != "/dev/nvme0n1,/dev/nvme0n1" || f.calls != 0 {
 		t.Fatalf("kept %v, %d connects; want the device kept twice, no connect", l.kept, f.calls)
+	}
+}
+
+// TestMonitorFencedIsFinal: refusals by the storage's fence make a volume
+// fenced once confirmed (a storage that just rebooted may refuse once);
+// the waiting I/O is failed once, and the volume is never connected
+// again — even when the storage admits this node again — until it is
+// unstaged (forgotten).
+func TestMonitorFencedIsFinal(t *testing.T) {
+	nqn := pfx + "00000000000000000000000000m3"
+	f := &fakeFabric{ctrls: map[string][]string{}, states: map[string]string{}, devs: map[string]string{}}
+	f.connect = func(Target) (string, error) { return "", fmt.Errorf("%w: not admitted", ErrFenced) }
+	l := &monitorLog{}
+	m := newMonitor(f, l)
+	m.Expect(Target{SubsystemNQN: nqn, HostNQN: hostA})
+	m.Check(t.Context())
+	m.Check(t.Context())
+	if h, _ := m.Health(nqn); h.State != StateLost || l.fenced != 0 {
+		t.Fatalf("after two refusals: health %+v, OnFenced %d (want lost, not yet fenced)", h, l.fenced)
+	}
+	m.Check(t.Context())
+	if h, _ := m.Health(nqn); h.State != StateFenced || l.fenced != 1 || !m.Fenced(nqn) {
+		t.Fatalf("after three refusals: health %+v, OnFenced %d", h, l.fenced)
+	}
+	f.connect = func(Target) (string, error) { // the storage admits this node again
+		f.ctrls[nqn], f.states["nvme5"], f.devs[nqn] = []string{"nvme5"}, "live", "/dev/nvme5n1"
+		return "/dev/nvme5n1", nil
+	}
+	calls := f.calls
+	for i := 0; i < 3; i++ {
+		m.Check(t.Context())
+	}
+	if f.calls != calls || len(l.kept) != 0 || l.fenced != 1 {
+		t.Fatalf("a fenced volume was connected again (%d connects) or kept %v, OnFenced %d", f.calls-calls, l.kept, l.fenced)
+	}
+	m.Forget(nqn)
+	m.Expect(Target{SubsystemNQN: nqn, HostNQN: hostA}) // staged anew
+	m.Check(t.Context())
+	if h, _ := m.Health(nqn); h.State != StateLive {
+		t.Fatalf("staged anew: %+v", h)
+	}
+}
+
+// slowFabric blocks Connect of one subsystem until released.
+type slowFabric struct {
+	fakeFabric
+	slow    string
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowFabric) Connect(ctx context.Context, t Target) (string, error) {
+	if t.SubsystemNQN == s.slow {
+		s.entered <- struct{}{}
+		<-s.release
+		return "", errors.New("connection timed out")
+	}
+	return "/dev/nvme9n1", nil
+}
+
+// TestMonitorSlowVolumeBlocksNothingElse: a volume whose connect hangs
+// does not hold up another volume's check, and Forget of it waits for its
+// check to end (an unstaged volume is never reconnected behind the node
+// service's back).
+func TestMonitorSlowVolumeBlocksNothingElse(t *testing.T) {
+	slow, fast := pfx+"00000000000000000000000000s1", pfx+"00000000000000000000000000f1"
+	f := &slowFabric{fakeFabric: fakeFabric{ctrls: map[string][]string{}, states: map[string]string{"nvme9": "live"}, devs: map[string]string{}},
+		slow: slow, entered: make(chan struct{}), release: make(chan struct{})}
+	m := &Monitor{Fabric: f, Log: logr.Discard(), Keep: func(context.Context, Target, string) error { return nil }}
+	m.Expect(Target{SubsystemNQN: slow, HostNQN: hostA})
+	m.Expect(Target{SubsystemNQN: fast, HostNQN: hostA})
+	done := make(chan struct{})
+	go func() { m.Check(t.Context()); close(done) }()
+	<-f.entered
+	// the slow one is connecting; the fast one is checked meanwhile
+	deadline := time.After(5 * time.Second)
+	for {
+		if h, _ := m.Health(fast); h.State == StateLive {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatal("the other volume was not checked while one connect hung")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	forgotten := make(chan struct{})
+	go func() { m.Forget(slow); close(forgotten) }()
+	select {
+	case <-forgotten:
+		t.Fatal("Forget returned while the volume's check was still running")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(f.release)
+	<-forgotten
+	<-done
+	if _, ok := m.Health(slow); ok {
+		t.Fatal("the forgotten volume is still watched")
 	}
 }

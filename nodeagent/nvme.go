@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -23,16 +24,46 @@ import (
 type NVMeConnector struct {
 	SysfsRoot, DevRoot string
 	Prefix             string
-	// CtrlLossTmo (seconds; -1: never give up, the default) and
-	// ReconnectDelay (seconds, default 2) are passed to the kernel, as is
-	// KeepAliveTmo (seconds, default 5).
+	// CtrlLossTmo (seconds; 0: DefaultCtrlLossTmo; -1: the kernel never
+	// gives up) and ReconnectDelay (seconds, default 2) are passed to the
+	// kernel, as is KeepAliveTmo (seconds, default 5).
 	CtrlLossTmo, ReconnectDelay, KeepAliveTmo int
 	// Wait bounds how long Connect waits for the namespace's block device
 	// (default 10s).
 	Wait time.Duration
+
+	mu    sync.Mutex
+	locks map[string]*sync.Mutex
+}
+
+func (c *NVMeConnector) lock(nqn string) func() {
+	c.mu.Lock()
+	if c.locks == nil {
+		c.locks = map[string]*sync.Mutex{}
+	}
+	l, ok := c.locks[nqn]
+	if !ok {
+		l = &sync.Mutex{}
+		c.locks[nqn] = l
+	}
+	c.mu.Unlock()
+	l.Lock()
+	return l.Unlock
 }
 
 var _ Connector = (*NVMeConnector)(nil)
+
+// DefaultCtrlLossTmo is how long (seconds) the kernel retries a lost
+// controller before it removes it. Finite on purpose, though the volume
+// must never be given up: the stable device above the namespace queues
+// the I/O for as long as it takes and the monitor reconnects after the
+// kernel gave up, so nothing is lost by the kernel stopping — but only a
+// connect of the monitor's own can tell "the target is away" from "the
+// storage refuses this node" (the volume was given to another node), and
+// only then can the waiting I/O be failed instead of being written when
+// the storage admits this node again. With -1 the kernel retries forever,
+// a fenced volume looks like a slow one, and unstaging it hangs.
+const DefaultCtrlLossTmo = 30
 
 func (c *NVMeConnector) sys(p ...string) string {
 	root := c.SysfsRoot
@@ -64,7 +95,7 @@ func (c *NVMeConnector) check(nqn string) error {
 func (c *NVMeConnector) Options(t Target) string {
 	loss, delay, kato := c.CtrlLossTmo, c.ReconnectDelay, c.KeepAliveTmo
 	if loss == 0 {
-		loss = -1
+		loss = DefaultCtrlLossTmo
 	}
 	if delay == 0 {
 		delay = 2
@@ -76,12 +107,13 @@ func (c *NVMeConnector) Options(t Target) string {
 		t.SubsystemNQN, t.Address, t.Port, t.HostNQN, loss, delay, kato)
 }
 
-// Connect implements Connector. A refused connect (the target's
-// allowed_hosts / the RDS fence does not admit the host NQN) wraps
-// ErrFenced: the kernel does not say more than "connect failed" (EIO), so
-// any failure of the fabrics write other than the TCP connection's own
-// (refused, timed out, unreachable, reset: the target is away) is
-// reported as a refusal with the kernel's error.
+// Connect implements Connector (one connect per subsystem at a time: the
+// node service and the monitor may both try). A connect the target
+// answered with an NVMe error (EIO: the target's allowed_hosts / the RDS
+// fence does not admit the host NQN — the kernel does not say more) wraps
+// ErrFenced; a failure of the TCP connection itself (refused, timed out,
+// unreachable, reset) says the target does not answer; any other error is
+// returned as it is (neither).
 func (c *NVMeConnector) Connect(ctx context.Context, t Target) (string, error) {
 	if err := c.check(t.SubsystemNQN); err != nil {
 		return "", err
@@ -89,6 +121,7 @@ func (c *NVMeConnector) Connect(ctx context.Context, t Target) (string, error) {
 	if err := ValidateHostNQN(t.HostNQN); err != nil {
 		return "", err
 	}
+	defer c.lock(t.SubsystemNQN)()
 	if dev, err := c.Device(ctx, t.SubsystemNQN); err == nil {
 		return dev, nil
 	}
@@ -98,10 +131,16 @@ func (c *NVMeConnector) Connect(ctx context.Context, t Target) (string, error) {
 	}
 	defer func() { _ = f.Close() }()
 	if _, err := f.Write([]byte(c.Options(t))); err != nil {
-		if unreachable(err) {
+		switch {
+		case errors.Is(err, syscall.EALREADY):
+			// connected meanwhile (by the kernel's own retry): use it
+		case errors.Is(err, syscall.EIO):
+			return "", fmt.Errorf("%w: connecting to %s at %s:%d as %s: %v", ErrFenced, t.SubsystemNQN, t.Address, t.Port, t.HostNQN, err)
+		case unreachable(err):
 			return "", fmt.Errorf("connecting to %s at %s:%d: the target does not answer: %w", t.SubsystemNQN, t.Address, t.Port, err)
+		default:
+			return "", fmt.Errorf("connecting to %s at %s:%d as %s: %w", t.SubsystemNQN, t.Address, t.Port, t.HostNQN, err)
 		}
-		return "", fmt.Errorf("%w: connecting to %s at %s:%d as %s: %v", ErrFenced, t.SubsystemNQN, t.Address, t.Port, t.HostNQN, err)
 	}
 	wait := c.Wait
 	if wait == 0 {

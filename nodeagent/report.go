@@ -43,11 +43,12 @@ type Reporter struct {
 	changes *prometheus.CounterVec
 	mu      sync.Mutex
 	last    map[string]string
+	alarmed map[string]bool // a lost/fenced event was recorded, no restored one yet
 }
 
 // NewReporter registers the metrics on reg.
 func NewReporter(reg prometheus.Registerer, rec events.EventRecorder, node, nqnPrefix string) *Reporter {
-	r := &Reporter{Recorder: rec, NodeName: node, NQNPrefix: nqnPrefix, last: map[string]string{},
+	r := &Reporter{Recorder: rec, NodeName: node, NQNPrefix: nqnPrefix, last: map[string]string{}, alarmed: map[string]bool{},
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "rds_fence_node_volume_state",
 			Help: "1 for each staged volume's current connection state (live, reconnecting, lost, fenced).",
@@ -68,8 +69,15 @@ func (r *Reporter) OnChange(t Target, h Health) {
 	r.mu.Lock()
 	prev := r.last[vol]
 	r.last[vol] = h.State
-	if h.State == "" {
+	alarmed := r.alarmed[vol]
+	switch h.State {
+	case "":
 		delete(r.last, vol)
+		delete(r.alarmed, vol)
+	case StateLost, StateFenced:
+		r.alarmed[vol] = true
+	case StateLive:
+		delete(r.alarmed, vol)
 	}
 	r.mu.Unlock()
 	if prev != "" {
@@ -92,7 +100,7 @@ func (r *Reporter) OnChange(t Target, h Health) {
 		r.Recorder.Eventf(node, nil, corev1.EventTypeWarning, ReasonVolumeFenced, "Reconnect",
 			"volume %s: the storage refuses this node's host NQN (%v): the volume was given to another node; its I/O waits and can never complete here — delete the pods on this node that use it", vol, h.Err)
 	case StateLive:
-		if prev == StateLost || prev == StateFenced {
+		if alarmed {
 			r.Recorder.Eventf(node, nil, corev1.EventTypeNormal, ReasonVolumeConnectionRestored, "Reconnect",
 				"volume %s: connected again; waiting I/O resumed", vol)
 		}

@@ -16,7 +16,7 @@ func TestReporter(t *testing.T) {
 	r := NewReporter(reg, rec, "node-a", "nqn.2000-02.com.mikrotik:")
 	tgt := Target{SubsystemNQN: "nqn.2000-02.com.mikrotik:pvc-1"}
 	for _, h := range []Health{{State: StateLive}, {State: StateReconnecting}, {State: StateLost, Err: errors.New("connection refused")},
-		{State: StateFenced, Err: errors.New("not admitted")}, {State: StateLive}} {
+		{State: StateFenced, Err: errors.New("not admitted")}, {State: StateReconnecting}, {State: StateLive}} {
 		r.OnChange(tgt, h)
 	}
 	if got := testutil.ToFloat64(r.state.WithLabelValues("pvc-1", StateLive)); got != 1 {

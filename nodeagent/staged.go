@@ -22,10 +22,28 @@ type Staged struct {
 	Target   Target `json:"target"`
 	// MapName is the volume's stable device (Mapper) name.
 	MapName string `json:"mapName"`
+	// Boot is the kernel's boot_id when the record was written: after a
+	// reboot nothing is attached or mounted, and the records of the
+	// previous boot are dropped rather than reconnected.
+	Boot string `json:"boot"`
 }
 
 // StagedStore keeps one small JSON file per staged volume in Dir.
-type StagedStore struct{ Dir string }
+type StagedStore struct {
+	Dir string
+	// BootIDFile is where the kernel's boot ID is read (default
+	// /proc/sys/kernel/random/boot_id).
+	BootIDFile string
+}
+
+func (s StagedStore) bootID() string {
+	f := s.BootIDFile
+	if f == "" {
+		f = "/proc/sys/kernel/random/boot_id"
+	}
+	b, _ := os.ReadFile(f)
+	return strings.TrimSpace(string(b))
+}
 
 func (s StagedStore) file(nqn string) string {
 	sum := sha256.Sum256([]byte(nqn))
@@ -37,6 +55,7 @@ func (s StagedStore) Put(v Staged) error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return err
 	}
+	v.Boot = s.bootID()
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -52,10 +71,12 @@ func (s StagedStore) Delete(nqn string) error {
 	return nil
 }
 
-// List returns every record, sorted by volume ID. A record that cannot be
-// read is an error naming the file (the agent must not silently stop
-// watching a volume).
+// List returns every record of this boot, sorted by volume ID; records
+// of an earlier boot are deleted. A record that cannot be read is an
+// error naming the file (the agent must not silently stop watching a
+// volume).
 func (s StagedStore) List() ([]Staged, error) {
+	boot := s.bootID()
 	names, err := filepath.Glob(filepath.Join(s.Dir, "staged-*.json"))
 	if err != nil {
 		return nil, err
@@ -71,6 +92,10 @@ func (s StagedStore) List() ([]Staged, error) {
 		var v Staged
 		if err := json.Unmarshal(b, &v); err != nil || v.Target.SubsystemNQN == "" || s.file(v.Target.SubsystemNQN) != n {
 			errs = append(errs, fmt.Errorf("staged-volume record %s is not one this agent wrote (%q)", n, strings.TrimSpace(string(b))))
+			continue
+		}
+		if v.Boot != boot {
+			_ = os.Remove(n) // staged before a reboot: nothing of it is attached now
 			continue
 		}
 		out = append(out, v)

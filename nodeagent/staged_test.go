@@ -8,7 +8,11 @@ import (
 )
 
 func TestStagedStore(t *testing.T) {
-	s := StagedStore{Dir: filepath.Join(t.TempDir(), "state")}
+	boot := filepath.Join(t.TempDir(), "boot_id")
+	if err := os.WriteFile(boot, []byte("boot-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := StagedStore{Dir: filepath.Join(t.TempDir(), "state"), BootIDFile: boot}
 	if got, err := s.List(); err != nil || len(got) != 0 {
 		t.Fatalf("empty store: %v, %v", got, err)
 	}
@@ -19,6 +23,7 @@ func TestStagedStore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	a.Boot, b.Boot = "boot-1", "boot-1"
 	got, err := s.List()
 	if err != nil || len(got) != 2 || got[0] != a || got[1] != b {
 		t.Fatalf("list = %+v, %v", got, err)
@@ -40,5 +45,27 @@ func TestStagedStore(t *testing.T) {
 	got, _ = s.List()
 	if len(got) != 1 || got[0] != b {
 		t.Fatalf("after delete: %+v", got)
+	}
+}
+
+// TestStagedStoreDropsRecordsOfAnEarlierBoot: after a reboot nothing is
+// attached, so the records are dropped instead of reconnected.
+func TestStagedStoreDropsRecordsOfAnEarlierBoot(t *testing.T) {
+	boot := filepath.Join(t.TempDir(), "boot_id")
+	if err := os.WriteFile(boot, []byte("boot-1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := StagedStore{Dir: t.TempDir(), BootIDFile: boot}
+	if err := s.Put(Staged{VolumeID: "pvc-a", Target: Target{SubsystemNQN: pfx + "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(boot, []byte("boot-2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.List(); err != nil || len(got) != 0 {
+		t.Fatalf("after a reboot: %+v, %v", got, err)
+	}
+	if files, _ := filepath.Glob(filepath.Join(s.Dir, "staged-*")); len(files) != 0 {
+		t.Fatalf("stale records kept: %v", files)
 	}
 }

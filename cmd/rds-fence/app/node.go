@@ -61,7 +61,7 @@ func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Lo
 	fs.StringVar(&o.HostNQNPath, "host-nqn-file", nodeagent.DefaultHostNQNPath, "the host's NVMe host NQN file (created with a stable random NQN if absent)")
 	fs.DurationVar(&o.Reannotate, "host-nqn-reannotate", 5*time.Minute, "how often the host NQN annotation on the Node is re-asserted")
 	fs.StringVar(&o.Transport, "transport", "none", "how volumes are attached: nvme (NVMe/TCP through the kernel), loop (the RDS simulator's fabric endpoint; test and local environments) or none (NodeGetInfo only)")
-	fs.IntVar(&o.CtrlLossTmo, "nvme-ctrl-loss-tmo", -1, "seconds the kernel keeps reconnecting a lost controller (-1: forever; the monitor reconnects after that too)")
+	fs.IntVar(&o.CtrlLossTmo, "nvme-ctrl-loss-tmo", nodeagent.DefaultCtrlLossTmo, "seconds the kernel keeps reconnecting a lost controller before the node agent's monitor takes over (it never gives up, and it can tell a fenced volume from an unreachable one; -1: the kernel retries forever and a fenced volume is never detected)")
 	fs.IntVar(&o.ReconnectDelay, "nvme-reconnect-delay", 2, "seconds between the kernel's reconnect attempts")
 	fs.IntVar(&o.KeepAliveTmo, "nvme-keep-alive-tmo", 5, "NVMe keep-alive timeout in seconds (detects a silent partition)")
 	fs.DurationVar(&o.MonitorInterval, "monitor-interval", 2*time.Second, "how often the node agent checks that every staged volume is connected")
@@ -82,8 +82,8 @@ func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Lo
 	if o.Transport != "nvme" && o.Transport != "loop" && o.Transport != "none" {
 		errs = append(errs, fmt.Errorf("--transport must be nvme, loop or none, got %q", o.Transport))
 	}
-	if o.ReconnectDelay <= 0 || o.KeepAliveTmo <= 0 || o.MonitorInterval <= 0 || o.CtrlLossTmo < -1 {
-		errs = append(errs, errors.New("--nvme-reconnect-delay, --nvme-keep-alive-tmo and --monitor-interval must be positive, --nvme-ctrl-loss-tmo -1 or more"))
+	if o.ReconnectDelay <= 0 || o.KeepAliveTmo <= 0 || o.MonitorInterval <= 0 || o.CtrlLossTmo < -1 || o.CtrlLossTmo == 0 {
+		errs = append(errs, errors.New("--nvme-reconnect-delay, --nvme-keep-alive-tmo and --monitor-interval must be positive, --nvme-ctrl-loss-tmo positive or -1"))
 	}
 	if o.Reannotate <= 0 {
 		errs = append(errs, fmt.Errorf("--host-nqn-reannotate must be positive, got %s", o.Reannotate))

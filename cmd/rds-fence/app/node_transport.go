@@ -46,7 +46,7 @@ func nodeVolumes(ctx context.Context, o *NodeOptions, hostNQN string, cfg *rest.
 	if err != nil {
 		return nil, err
 	}
-	mon := &nodeagent.Monitor{Fabric: conn, Interval: o.MonitorInterval, Keep: vols.Keep,
+	mon := &nodeagent.Monitor{Fabric: conn, Interval: o.MonitorInterval, Keep: vols.Keep, OnFenced: vols.FailQueued,
 		OnChange: nodeagent.NewReporter(reg, rec, o.CSI.NodeID, o.NQNPrefix).OnChange, Log: log.WithName("monitor")}
 	vols.Watcher = mon
 	recs, err := vols.Resume()
@@ -56,8 +56,10 @@ func nodeVolumes(ctx context.Context, o *NodeOptions, hostNQN string, cfg *rest.
 	if err != nil {
 		log.Error(err, "some staged-volume records cannot be read; those volumes are not watched until they are staged again")
 	}
-	mon.Check(ctx) // reconnect and retarget before serving the kubelet
-	go mon.Run(ctx)
+	go func() {
+		mon.Check(ctx) // at once: reconnect and retarget what was staged before
+		mon.Run(ctx)
+	}()
 	return vols, nil
 }
 

@@ -34,6 +34,12 @@ const nqnPrefix = "nqn.2000-02.com.mikrotik:"
 // nvmet target the way the RDS exports it, allowed_hosts mirroring
 // nvme-tcp-server-allow-host-name.
 func simDisk(t *testing.T, slot, allowed, portID string, port int) (*target, map[string]string) {
+	tg, vc, _ := simDiskFile(t, slot, allowed, portID, port)
+	return tg, vc
+}
+
+// simDiskFile is simDisk that also returns the disk's backing file.
+func simDiskFile(t *testing.T, slot, allowed, portID string, port int) (*target, map[string]string, string) {
 	t.Helper()
 	sim, err := rdssim.New(rdssim.Options{Root: t.TempDir()})
 	must(t, err)
@@ -45,7 +51,7 @@ func simDisk(t *testing.T, slot, allowed, portID string, port int) (*target, map
 	file, err := sim.ConnectNQN(nqn, allowed, port)
 	must(t, err)
 	tg := exportFile(t, file, nqn, allowed, portID, strconv.Itoa(port))
-	return tg, map[string]string{csi.CtxNQN: nqn, csi.CtxTargetAddress: "127.0.0.1", csi.CtxTargetPort: strconv.Itoa(port)}
+	return tg, map[string]string{csi.CtxNQN: nqn, csi.CtxTargetAddress: "127.0.0.1", csi.CtxTargetPort: strconv.Itoa(port)}, file
 }
 
 // node is the node plugin as `rds-fence node --transport=nvme` wires it:
@@ -68,7 +74,7 @@ func startNode(t *testing.T, stateDir, host string) *node {
 		Mapper:  &nodeagent.DMMultipath{Exec: nodeagent.HostExec{}, Prefix: csi.MapPrefix},
 		Staged:  &nodeagent.StagedStore{Dir: stateDir}}
 	n := &node{vols: vols, conn: conn, states: make(chan string, 100)}
-	n.mon = &nodeagent.Monitor{Fabric: conn, Interval: 250 * time.Millisecond, Keep: vols.Keep, Log: testr.New(t),
+	n.mon = &nodeagent.Monitor{Fabric: conn, Interval: 250 * time.Millisecond, Keep: vols.Keep, OnFenced: vols.FailQueued, Log: testr.New(t),
 		OnChange: func(_ nodeagent.Target, h nodeagent.Health) {
 			select {
 			case n.states <- h.State:
@@ -436,5 +442,96 @@ func TestNodeFence(t *testing.T) {
 	t.Logf("fenced stage: %v", err)
 	if left := leftovers(t, n, nqnPrefix+slot, "/tmp/c1/staging"); len(left) > 0 {
 		t.Fatalf("a refused stage left %v", left)
+	}
+}
+
+// TestNodeFencedVolumeNeverWrites: the storage fence moves to another
+// host while this node has the volume mounted and a write waiting. The
+// connection drops; the kernel's reconnects are refused until it gives
+// up; the monitor's own connect is refused three times in a row: the
+// volume is fenced, the waiting write fails instead of waiting forever, a
+// restage is refused, and unstage completes. When the storage admits this
+// host again nothing reconnects, and the refused write is nowhere on the
+// disk.
+func TestNodeFencedVolumeNeverWrites(t *testing.T) {
+	slot := "pvc-00000000000000000000000000d1"
+	tg, vc, file := simDiskFile(t, slot, hostA, "13", 4433)
+	n := startNode(t, "/tmp/node-state-d", hostA)
+	ctx := context.Background()
+	nqn := nqnPrefix + slot
+	staging, pub := "/tmp/d1/staging", "/tmp/d1/target"
+	stage := &csipb.NodeStageVolumeRequest{VolumeId: slot, StagingTargetPath: staging, VolumeCapability: fileCap(), VolumeContext: vc}
+	if _, err := n.srv.NodeStageVolume(ctx, stage); err != nil {
+		t.Fatalf("stage: %v\n%s", err, dmesgTail())
+	}
+	if _, err := n.srv.NodePublishVolume(ctx, &csipb.NodePublishVolumeRequest{VolumeId: slot, StagingTargetPath: staging, TargetPath: pub,
+		VolumeCapability: fileCap()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeFile(filepath.Join(pub, "before"), 64<<10); err != nil {
+		t.Fatal(err)
+	}
+
+	tg.allow(t, hostB) // the controller gave the volume to another node
+	tg.unlink(t)       // and this node's connection drops
+	n.waitState(t, nodeagent.StateReconnecting, 20*time.Second)
+	marker := bytes.Repeat([]byte("FENCED-WRITE-MUST-NOT-LAND!"), 4096)
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.Create(filepath.Join(pub, "after"))
+		if err == nil {
+			if _, err = f.Write(marker); err == nil {
+				err = f.Sync()
+			}
+			f.Close()
+		}
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	tg.link(t) // the storage answers again, but refuses this host
+	start := time.Now()
+	n.waitState(t, nodeagent.StateFenced, 30*time.Second)
+	t.Logf("FIGURE fenced: detected %s after the target answered again (ctrl_loss_tmo=2, 3 refusals at 250ms)", time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the write waiting on a fenced volume succeeded")
+		}
+		t.Logf("the waiting write failed as it must: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the write waiting on a fenced volume still waits 30s after the fence was found\n%s", dmesgTail())
+	}
+	if _, err := n.srv.NodeStageVolume(ctx, stage); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "given to another node") {
+		t.Fatalf("restage of a fenced volume: %v", err)
+	}
+	unstaged := make(chan error, 1)
+	go func() {
+		if _, err := n.srv.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: slot, TargetPath: pub}); err != nil {
+			unstaged <- err
+			return
+		}
+		_, err := n.srv.NodeUnstageVolume(ctx, &csipb.NodeUnstageVolumeRequest{VolumeId: slot, StagingTargetPath: staging})
+		unstaged <- err
+	}()
+	select {
+	case err := <-unstaged:
+		if err != nil {
+			t.Fatalf("unpublish/unstage of a fenced volume: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("unstage of a fenced volume hangs\n%s", dmesgTail())
+	}
+	if left := leftovers(t, n, nqn, staging, pub); len(left) > 0 {
+		t.Fatalf("unstage left %v", left)
+	}
+	tg.allow(t, hostA) // the storage admits this host again
+	time.Sleep(time.Second)
+	if c := n.conn.Controllers(nqn); len(c) > 0 {
+		t.Fatalf("an unstaged fenced volume was reconnected: %v", c)
+	}
+	img, err := os.ReadFile(file)
+	must(t, err)
+	if bytes.Contains(img, marker[:4096]) {
+		t.Fatal("the write refused by the fence reached the disk")
 	}
 }

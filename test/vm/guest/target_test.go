@@ -90,3 +90,20 @@ func dmesgTail() string {
 	}
 	return fmt.Sprintf("dmesg tail:\n%s", out)
 }
+
+// allow makes host the only host the subsystem admits (the RDS fence
+// moved to another node). Existing connections are not touched.
+func (tg *target) allow(t *testing.T, host string) {
+	t.Helper()
+	dir := filepath.Join(cfs, "subsystems", tg.nqn, "allowed_hosts")
+	entries, err := os.ReadDir(dir)
+	must(t, err)
+	for _, e := range entries {
+		must(t, os.Remove(filepath.Join(dir, e.Name())))
+	}
+	h := filepath.Join(cfs, "hosts", host)
+	if _, err := os.Stat(h); err != nil {
+		must(t, os.Mkdir(h, 0o755))
+	}
+	must(t, os.Symlink(h, filepath.Join(dir, host)))
+}
