@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -47,10 +48,11 @@ type Env struct {
 	// ReadyIn: how long Start took.
 	ReadyIn time.Duration
 
-	pki    *pki
-	procs  []*proc
-	ports  map[string]int
-	cancel context.CancelFunc
+	pki     *pki
+	procs   []*proc
+	ports   map[string]int
+	cancel  context.CancelFunc
+	running sync.WaitGroup // the kubelet stand-ins' loops
 }
 
 func (e *Env) say(format string, args ...any) {
@@ -99,8 +101,17 @@ func (e *Env) prepare() error {
 	if os.Geteuid() != 0 {
 		return errors.New("the local environment needs root: the node plugins attach loop devices and mount file systems")
 	}
+	if err := claimDir(e.Dir); err != nil {
+		return err
+	}
 	cleanupDir(e.Dir) // what an earlier run may have left mounted or attached
 	if err := os.RemoveAll(e.Dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(e.Dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(e.Dir, dirMarker), []byte("rds-fence local environment; removed and recreated by each start\n"), 0o600); err != nil {
 		return err
 	}
 	for _, d := range []string{"logs", "etcd", "rds", "controller", "webhook", "flex"} {
@@ -244,19 +255,43 @@ func (e *Env) startSidecars(ctx context.Context) error {
 // Proc returns the log file of a process by name ("controller", "node-a", ...).
 func (e *Env) Log(name string) string { return filepath.Join(e.Dir, "logs", name+".log") }
 
-// Stop cleans up the nodes' volumes (unpublish, unstage), ends every
-// process, and removes whatever mount or loop device is left under Dir.
-func (e *Env) Stop() {
+// dirMarker marks a directory as the environment's: Start clears only
+// an empty directory or one with this file.
+const dirMarker = ".rds-fence-dev"
+
+// claimDir refuses to clear a directory that is not the environment's.
+func claimDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) || (err == nil && len(entries) == 0) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(dir, dirMarker)); err != nil {
+		return fmt.Errorf("%s is not empty and is not a local environment's directory (no %s): refusing to clear it", dir, dirMarker)
+	}
+	return nil
+}
+
+// Stop stops the kubelet stand-ins, has them unpublish and unstage what
+// they published (a dead node's file systems were shut down when it
+// died, so nothing of it is written), ends every process, and removes
+// whatever mount or loop device is still left under Dir. It returns what
+// that last safety net had to remove (nothing, when every component
+// cleaned up after itself).
+func (e *Env) Stop() []string {
+	if e.cancel != nil {
+		e.cancel()
+	}
+	e.running.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for _, k := range e.Kubelets {
 		k.Cleanup(ctx)
 	}
-	if e.cancel != nil {
-		e.cancel()
-	}
 	for i := len(e.procs) - 1; i >= 0; i-- {
 		e.procs[i].stop(10 * time.Second)
 	}
-	cleanupDir(e.Dir)
+	return cleanupDir(e.Dir)
 }

@@ -2,15 +2,18 @@ package devenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	csipb "github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +21,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/rds-fence/rds-fence/csi"
 )
 
 // Kubelet stands in for the kubelet's volume manager on a simulated node
@@ -26,8 +31,17 @@ import (
 // volumes through the node plugin exactly as the kubelet would (staging
 // path, publish context from the VolumeAttachment, capability from the
 // PV) and marks the pod Running; for a deleted pod it unpublishes,
-// unstages what no other pod uses and removes the pod. A node whose Node
-// object is gone is dead: its stand-in does nothing more.
+// unstages what no other pod uses and removes the pod. It reports the
+// staged volumes in the Node's status.volumesInUse, as the kubelet does,
+// so the attach-detach controller does not detach a mounted volume.
+//
+// A node whose Node object was deleted is dead, as if powered off: its
+// stand-in shuts its file systems down at once without flushing anything
+// (FS_IOC_SHUTDOWN, NOLOGFLUSH) and does nothing more. The loop transport
+// cannot take a node's device away the way the RDS fence refuses an
+// NVMe/TCP connection, so without that a "dead" node's page cache and
+// journal would be written when the environment stops, over the volume
+// another node has taken over.
 type Kubelet struct {
 	env  *Env
 	node string
@@ -36,9 +50,13 @@ type Kubelet struct {
 	conn *grpc.ClientConn
 	log  *log.Logger
 
+	logFile *os.File
+
 	mu        sync.Mutex
 	published map[string]published // pod UID/PV name -> target
 	staged    map[string]string    // PV name -> volume ID
+	inUse     []string             // last reported status.volumesInUse
+	dead      bool
 }
 
 type published struct {
@@ -54,7 +72,7 @@ func newKubelet(e *Env, node, dir string) (*Kubelet, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Kubelet{env: e, node: node, dir: dir, csi: csipb.NewNodeClient(conn), conn: conn,
+	return &Kubelet{env: e, node: node, dir: dir, csi: csipb.NewNodeClient(conn), conn: conn, logFile: f,
 		log: log.New(f, "", log.LstdFlags|log.Lmicroseconds), published: map[string]published{}, staged: map[string]string{}}, nil
 }
 
@@ -80,8 +98,15 @@ func (k *Kubelet) staging(pv string) string {
 
 func (k *Kubelet) sync(ctx context.Context) error {
 	c := k.env.Client
+	k.mu.Lock()
+	dead := k.dead
+	k.mu.Unlock()
+	if dead {
+		return nil
+	}
 	if err := c.Get(ctx, client.ObjectKey{Name: k.node}, &corev1.Node{}); apierrors.IsNotFound(err) {
-		return nil // a deleted node is dead
+		k.die()
+		return nil
 	} else if err != nil {
 		return err
 	}
@@ -93,7 +118,9 @@ func (k *Kubelet) sync(ctx context.Context) error {
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		if p.DeletionTimestamp != nil {
-			k.teardownPod(ctx, string(p.UID))
+			if !k.teardownPod(ctx, string(p.UID)) {
+				continue // the kubelet removes a pod only once its volumes are torn down
+			}
 			zero := int64(0)
 			if err := c.Delete(ctx, p, &client.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
 				k.log.Printf("removing pod %s/%s: %v", p.Namespace, p.Name, err)
@@ -121,7 +148,72 @@ func (k *Kubelet) sync(ctx context.Context) error {
 		k.teardownKey(ctx, key)
 	}
 	k.unstageUnused(ctx)
+	return k.reportInUse(ctx)
+}
+
+// reportInUse writes the staged volumes to the Node's status.volumesInUse.
+func (k *Kubelet) reportInUse(ctx context.Context) error {
+	k.mu.Lock()
+	var inUse []string
+	for _, id := range k.staged {
+		inUse = append(inUse, "kubernetes.io/csi/"+csi.DefaultDriverName+"^"+id)
+	}
+	sort.Strings(inUse)
+	same := strings.Join(inUse, ",") == strings.Join(k.inUse, ",")
+	k.mu.Unlock()
+	if same {
+		return nil
+	}
+	var n corev1.Node
+	if err := k.env.Client.Get(ctx, client.ObjectKey{Name: k.node}, &n); err != nil {
+		return err
+	}
+	n.Status.VolumesInUse = nil
+	for _, v := range inUse {
+		n.Status.VolumesInUse = append(n.Status.VolumesInUse, corev1.UniqueVolumeName(v))
+	}
+	if err := k.env.Client.Status().Update(ctx, &n); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.inUse = inUse
+	k.mu.Unlock()
 	return nil
+}
+
+// die: the node is gone, as if powered off. Its file systems are shut
+// down without a flush, so nothing more of it reaches the disks.
+func (k *Kubelet) die() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.dead {
+		return
+	}
+	k.dead = true
+	for pv := range k.staged {
+		if err := shutdownFS(k.staging(pv)); err != nil {
+			k.log.Printf("shutting down the file system of %s: %v", pv, err)
+		}
+	}
+	k.log.Printf("node %s deleted: dead (file systems shut down, nothing more is written)", k.node)
+}
+
+// shutdownFS shuts the file system mounted at dir down without flushing
+// its log (FS_IOC_SHUTDOWN with NOLOGFLUSH, as `xfs_io -x -c "shutdown"`):
+// every later write fails and nothing pending is written. A block volume
+// (no mount) has nothing to shut down.
+func shutdownFS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer func() { _ = unix.Close(fd) }()
+	const fsIOCShutdown = 0x8004587d // _IOR('X', 125, __u32)
+	const noLogFlush = 2
+	return unix.IoctlSetPointerInt(fd, fsIOCShutdown, noLogFlush)
 }
 
 // setupPod stages and publishes the pod's claims once every one is
@@ -263,7 +355,8 @@ func (k *Kubelet) Published(uid string) []string {
 	return out
 }
 
-func (k *Kubelet) teardownPod(ctx context.Context, uid string) {
+// teardownPod unpublishes the pod's volumes; true when all are.
+func (k *Kubelet) teardownPod(ctx context.Context, uid string) bool {
 	k.mu.Lock()
 	var keys []string
 	for key, p := range k.published {
@@ -272,26 +365,29 @@ func (k *Kubelet) teardownPod(ctx context.Context, uid string) {
 		}
 	}
 	k.mu.Unlock()
+	ok := true
 	for _, key := range keys {
-		k.teardownKey(ctx, key)
+		ok = k.teardownKey(ctx, key) && ok
 	}
+	return ok
 }
 
-func (k *Kubelet) teardownKey(ctx context.Context, key string) {
+func (k *Kubelet) teardownKey(ctx context.Context, key string) bool {
 	k.mu.Lock()
 	p, ok := k.published[key]
 	k.mu.Unlock()
 	if !ok {
-		return
+		return true
 	}
 	if _, err := k.csi.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: p.volumeID, TargetPath: p.target}); err != nil {
 		k.log.Printf("NodeUnpublishVolume %s: %v", p.pv, err)
-		return
+		return false
 	}
 	k.mu.Lock()
 	delete(k.published, key)
 	k.mu.Unlock()
 	k.log.Printf("unpublished %s from %s", p.pv, p.target)
+	return true
 }
 
 // unstageUnused unstages every staged PV no published pod uses.
@@ -336,4 +432,5 @@ func (k *Kubelet) Cleanup(ctx context.Context) {
 	}
 	k.unstageUnused(ctx)
 	_ = k.conn.Close()
+	_ = k.logFile.Close()
 }

@@ -171,7 +171,11 @@ func (e *Env) startNode(ctx, runCtx context.Context, name string) error {
 		return err
 	}
 	e.Kubelets[name] = k
-	go k.Run(runCtx)
+	e.running.Add(1)
+	go func() {
+		defer e.running.Done()
+		k.Run(runCtx)
+	}()
 	e.say("node %s: Node, CSINode, node plugin (loop transport), kubelet stand-in", name)
 	return nil
 }

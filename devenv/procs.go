@@ -31,7 +31,8 @@ func (e *Env) start(name, binary string, args ...string) (*proc, error) {
 	}
 	cmd := exec.Command(filepath.Join(e.Bin, binary), args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// own process group (Stop signals the group); killed if this process dies
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		_ = f.Close()
 		return nil, fmt.Errorf("starting %s (%s): %w", name, binary, err)

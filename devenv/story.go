@@ -212,7 +212,8 @@ func (s *story) run(ctx context.Context) error {
 	if err := k.Create(ctx, onB); err != nil {
 		return fmt.Errorf("the pod for %s was refused after %s was deleted: %w", s.b, s.a, err)
 	}
-	if err := until(ctx, 60*time.Second, "the volume attached to "+s.b, func(ctx context.Context) (bool, string) {
+	s.e.say("          pod app-b admitted; the attach-detach controller still counts the volume as mounted on %s until its next state sync finds the VolumeAttachment gone (--attach-detach-reconcile-sync-period, 1 min by default)", s.a)
+	if err := until(ctx, 120*time.Second, "the volume attached to "+s.b, func(ctx context.Context) (bool, string) {
 		va, err := s.attachmentOf(ctx, pv.Name, s.b)
 		if err != nil || va == nil || !va.Status.Attached {
 			return false, attachState(va)

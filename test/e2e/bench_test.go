@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,7 +14,7 @@ import (
 // from the Node deletion to the volume attached on the other node.
 // Reported per run: ready-s, story-s, nodeloss-attached-ms.
 func BenchmarkLocalEnvironment(b *testing.B) {
-	dir := filepath.Join(os.TempDir(), "rds-fence-e2e-bench")
+	dir := b.TempDir()
 	var ready, story, loss time.Duration
 	for i := 0; i < b.N; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
