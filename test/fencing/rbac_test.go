@@ -15,6 +15,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
@@ -39,7 +40,8 @@ func shippedRBAC(t *testing.T, sa string) {
 	if err := direct.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: deployNamespace}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	for _, o := range manifests.Select(objs, "CSIDriver") {
+	policies := append(manifests.Select(objs, "ValidatingAdmissionPolicy"), manifests.Select(objs, "ValidatingAdmissionPolicyBinding")...)
+	for _, o := range append(manifests.Select(objs, "CSIDriver"), policies...) {
 		if err := direct.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("rds-fence-rbac-test"), client.ForceOwnership); err != nil {
 			t.Fatal(err)
 		}
@@ -140,8 +142,8 @@ func TestControllerRunsWithShippedRBAC(t *testing.T) {
 func TestNodePluginRunsWithShippedRBAC(t *testing.T) {
 	f := newFixture(t)
 	shippedRBAC(t, "rds-fence-node")
-	n := f.node("rbac-node")
-	asSA, refused := manifests.AsServiceAccount(restCfg, deployNamespace, "rds-fence-node")
+	n, other := f.node("rbac-node"), f.node("rbac-other")
+	asSA, refused := manifests.AsServiceAccount(restCfg, deployNamespace, "rds-fence-node", n)
 	c, err := client.New(asSA, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
@@ -172,5 +174,33 @@ func TestNodePluginRunsWithShippedRBAC(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(refused.List(), " "), "DELETE") {
 		t.Errorf("the refusals were not recorded: %v", refused.List())
+	}
+	// The admission policy: another Node's host NQN, a label on its own
+	// Node, and a token without a node name are all refused.
+	mallory := "nqn.2014-08.org.nvmexpress:uuid:0e0e0e0e-0000-4000-8000-0000mallory0"
+	waitFor(f, func(ctx context.Context) bool { // the policy takes a moment to be enforced
+		err := nodeagent.PublishHostNQN(ctx, c, other, mallory)
+		return err != nil && strings.Contains(err.Error(), "may change only the Node its pod runs on")
+	})
+	renewed := "nqn.2014-08.org.nvmexpress:uuid:0e0e0e0e-0000-4000-8000-00000000new0"
+	if err := nodeagent.PublishHostNQN(t.Context(), c, n, renewed); err != nil {
+		t.Fatalf("with the policy enforced, the node plugin cannot annotate its own Node: %v", err)
+	}
+	var o corev1.Node
+	if err := direct.Get(t.Context(), client.ObjectKey{Name: other}, &o); err != nil || o.Annotations[nodeagent.AnnotationHostNQN] == mallory {
+		t.Fatalf("another node's host NQN was changed: %v", err)
+	}
+	label := []byte(`{"metadata":{"labels":{"rds-fence-test/evil":"yes"}}}`)
+	if err := c.Patch(t.Context(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}, client.RawPatch(types.MergePatchType, label)); err == nil ||
+		!strings.Contains(err.Error(), "only the rds-fence.csi.dev/host-nqn annotation") {
+		t.Errorf("a label on its own Node: %v", err)
+	}
+	noNode, _ := manifests.AsServiceAccount(restCfg, deployNamespace, "rds-fence-node")
+	cn, err := client.New(noNode, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nodeagent.PublishHostNQN(t.Context(), cn, n, nqn); err == nil || !strings.Contains(err.Error(), "its token names no node") {
+		t.Errorf("a token without a node name: %v", err)
 	}
 }

@@ -64,11 +64,15 @@ func (r recordDenials) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // AsServiceAccount is cfg impersonating ServiceAccount ns/sa (with the
 // groups the API server gives a ServiceAccount token), recording every
-// 403 in the returned Denials.
-func AsServiceAccount(cfg *rest.Config, ns, sa string) (*rest.Config, *Denials) {
+// 403 in the returned Denials. With node, it is the token of a pod on that
+// node (the node name the API server puts in a pod-bound token).
+func AsServiceAccount(cfg *rest.Config, ns, sa string, node ...string) (*rest.Config, *Denials) {
 	c := rest.CopyConfig(cfg)
 	c.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":" + sa,
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}}
+	if len(node) == 1 {
+		c.Impersonate.Extra = map[string][]string{"authentication.kubernetes.io/node-name": node}
+	}
 	d := &Denials{}
 	prev := c.WrapTransport
 	c.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
