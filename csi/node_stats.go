@@ -85,6 +85,28 @@ func abnormal(id, msg string) error {
 	return status.Errorf(codes.Internal, "volume %s is abnormal: %s", id, msg)
 }
 
+// waitForSize waits (up to 10s) until dev is at least want bytes.
+func waitForSize(ctx context.Context, dev string, want int64) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		size, err := blockSize(dev)
+		if err != nil {
+			return err
+		}
+		if size >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s is still %d bytes, %d asked for, 10s after the rescan", dev, size, want)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // blockSize is the size of a block device in bytes (BLKGETSIZE64).
 func blockSize(path string) (int64, error) {
 	f, err := os.Open(path)
@@ -126,6 +148,13 @@ func (n *NodeServer) NodeExpandVolume(ctx context.Context, req *csipb.NodeExpand
 	}
 	if err := v.Connector.Refresh(ctx, nqn); err != nil {
 		return nil, status.Errorf(codes.Internal, "volume %s: %v", id, err)
+	}
+	// A rescan is asynchronous: wait for the device to show the size asked
+	// for before growing what sits on it (else it "succeeds" at the old size).
+	if want := req.GetCapacityRange().GetRequiredBytes(); want > 0 {
+		if err := waitForSize(ctx, dev, want); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "volume %s: %v", id, err)
+		}
 	}
 	if v.Mapper != nil { // the stable device takes the new size too
 		if dev, err = v.Mapper.Map(ctx, MapName(id), dev); err != nil {
