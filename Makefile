@@ -76,7 +76,7 @@ bench: control-plane local-cluster build ## Benchmarks behind docs/PERFORMANCE.m
 	$(GO) test $(GOFLAGS) -run '^$$' -bench NodeLoss -benchtime 20x -timeout 20m ./test/fencing
 	$(GO) test $(GOFLAGS) -run '^$$' -bench Decision10k -benchtime 5000x -timeout 20m ./test/admission
 	$(GO) test $(GOFLAGS) -run '^$$' -bench PodCreationOverhead -benchtime 1x ./test/admission
-	$(GO) test $(GOFLAGS) -run '^$$' -bench LocalEnvironment -benchtime 3x -timeout 20m ./test/e2e
+	$(GO) test $(GOFLAGS) -run '^$$' -bench LocalEnvironment -benchtime 2x -timeout 20m ./test/e2e
 
 $(BIN)/staticcheck:
 	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
