@@ -53,6 +53,7 @@ func MapName(id string) string { return MapPrefix + id }
 // Watcher follows the staged volumes (nodeagent.Monitor).
 type Watcher interface {
 	Expect(t nodeagent.Target)
+	ExpectFenced(t nodeagent.Target, since time.Time)
 	Forget(subsystemNQN string)
 	Health(subsystemNQN string) (nodeagent.Health, bool)
 }
@@ -90,9 +91,42 @@ func (v *NodeVolumes) Resume() ([]nodeagent.Staged, error) {
 	}
 	recs, err := v.Staged.List()
 	for _, r := range recs {
-		v.Watcher.Expect(r.Target)
+		v.watch(r)
 	}
 	return recs, err
+}
+
+// watch hands a recorded volume to the monitor, fenced if it was.
+func (v *NodeVolumes) watch(r nodeagent.Staged) {
+	if r.FencedSince != nil {
+		v.Watcher.ExpectFenced(r.Target, *r.FencedSince)
+		return
+	}
+	v.Watcher.Expect(r.Target)
+}
+
+// fencedSince: when the volume of subsystem nqn was found fenced on this
+// node (by the monitor, or recorded before a restart); nil when it was not.
+func (v *NodeVolumes) fencedSince(nqn string) *time.Time {
+	if v.Watcher != nil {
+		if h, ok := v.Watcher.Health(nqn); ok && h.State == nodeagent.StateFenced {
+			return &h.Since
+		}
+	}
+	if v.Staged != nil {
+		recs, _ := v.Staged.List()
+		for _, r := range recs {
+			if r.Target.SubsystemNQN == nqn && r.FencedSince != nil {
+				return r.FencedSince
+			}
+		}
+	}
+	return nil
+}
+
+func fencedError(id string, since time.Time) error {
+	return status.Errorf(codes.FailedPrecondition, "volume %s: the storage has refused this node since %s (the volume was given to another node) and its waiting I/O was failed; it stays unusable here until it is unstaged: delete the pods on this node that use it",
+		id, since.UTC().Format(time.RFC3339))
 }
 
 func (n *NodeServer) volumes() (*NodeVolumes, error) {
@@ -169,11 +203,8 @@ func (n *NodeServer) NodeStageVolume(ctx context.Context, req *csipb.NodeStageVo
 	}
 	defer unlock()
 	tgt := nodeagent.Target{Address: vc[CtxTargetAddress], Port: port, SubsystemNQN: vc[CtxNQN], HostNQN: v.HostNQN}
-	if v.Watcher != nil {
-		if h, ok := v.Watcher.Health(tgt.SubsystemNQN); ok && h.State == nodeagent.StateFenced {
-			return nil, status.Errorf(codes.FailedPrecondition, "volume %s: the storage has refused this node since %s (the volume was given to another node) and its waiting I/O was failed; it stays unusable here until it is unstaged: delete the pods on this node that use it",
-				id, h.Since.UTC().Format(time.RFC3339))
-		}
+	if since := v.fencedSince(tgt.SubsystemNQN); since != nil {
+		return nil, fencedError(id, *since)
 	}
 	dev, undo, err := v.attach(ctx, id, tgt)
 	if err != nil {
@@ -214,7 +245,8 @@ func (v *NodeVolumes) attach(ctx context.Context, id string, tgt nodeagent.Targe
 	nqn := tgt.SubsystemNQN
 	hadRecord := false
 	if v.Staged != nil {
-		recs, _ := v.Staged.List()
+		recs, lerr := v.Staged.List()
+		hadRecord = lerr != nil // unsure: treat it as someone's staged volume
 		for _, r := range recs {
 			hadRecord = hadRecord || r.Target.SubsystemNQN == nqn
 		}
@@ -231,16 +263,19 @@ func (v *NodeVolumes) attach(ctx context.Context, id string, tgt nodeagent.Targe
 			return // a staged volume (perhaps lost right now): keep everything
 		}
 		ctx := context.WithoutCancel(ctx)
-		if fresh || freshMap {
-			if v.Watcher != nil {
-				v.Watcher.Forget(nqn)
+		if v.Watcher != nil {
+			v.Watcher.Forget(nqn)
+		}
+		// stop at the first failure: keep the record of what is still there
+		if freshMap {
+			if err := v.Mapper.Unmap(ctx, MapName(id)); err != nil {
+				return
 			}
 		}
-		if freshMap {
-			_ = v.Mapper.Unmap(ctx, MapName(id))
-		}
 		if fresh {
-			_ = v.Connector.Disconnect(ctx, nqn)
+			if err := v.Connector.Disconnect(ctx, nqn); err != nil {
+				return
+			}
 		}
 		if v.Staged != nil {
 			_ = v.Staged.Delete(nqn)
@@ -269,14 +304,26 @@ func (v *NodeVolumes) attach(ctx context.Context, id string, tgt nodeagent.Targe
 // FailQueued fails the I/O waiting on volume t's stable device (the
 // monitor's hook when the storage fence refuses this node).
 func (v *NodeVolumes) FailQueued(ctx context.Context, t nodeagent.Target) error {
-	if v.Mapper == nil {
-		return nil
-	}
 	id, ok := strings.CutPrefix(t.SubsystemNQN, v.NQNPrefix)
 	if !ok {
 		return fmt.Errorf("subsystem %s is not this driver's", t.SubsystemNQN)
 	}
-	return v.Mapper.FailQueued(ctx, MapName(id))
+	var errs []error
+	if v.Staged != nil { // first: a restarted plugin must know it is fenced
+		since := time.Now()
+		if v.Watcher != nil {
+			if h, ok := v.Watcher.Health(t.SubsystemNQN); ok && h.State == nodeagent.StateFenced && !h.Since.IsZero() {
+				since = h.Since
+			}
+		}
+		if err := v.Staged.MarkFenced(t, id, MapName(id), since); err != nil {
+			errs = append(errs, fmt.Errorf("recording volume %s as fenced: %w", id, err))
+		}
+	}
+	if v.Mapper != nil {
+		errs = append(errs, v.Mapper.FailQueued(ctx, MapName(id)))
+	}
+	return errors.Join(errs...)
 }
 
 // NodeUnstageVolume unmounts the staging path (if mounted) and detaches
@@ -345,7 +392,7 @@ func (v *NodeVolumes) rewatch(id string) {
 	recs, _ := v.Staged.List()
 	for _, r := range recs {
 		if r.VolumeID == id {
-			v.Watcher.Expect(r.Target)
+			v.watch(r)
 		}
 	}
 }
@@ -377,6 +424,9 @@ func (n *NodeServer) NodePublishVolume(ctx context.Context, req *csipb.NodePubli
 		return nil, err
 	}
 	defer unlock()
+	if since := v.fencedSince(v.NQNPrefix + id); since != nil {
+		return nil, fencedError(id, *since) // the kubelet then unstages and stages anew
+	}
 	if req.GetVolumeCapability().GetBlock() != nil {
 		dev, err := v.stable(ctx, id)
 		if errors.Is(err, nodeagent.ErrNotConnected) {

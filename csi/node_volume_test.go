@@ -290,6 +290,9 @@ func (r *recordingWatcher) Expect(t nodeagent.Target) {
 	r.calls = append(r.calls, "expect "+t.SubsystemNQN+" "+t.HostNQN)
 }
 func (r *recordingWatcher) Forget(nqn string) { r.calls = append(r.calls, "forget "+nqn) }
+func (r *recordingWatcher) ExpectFenced(t nodeagent.Target, _ time.Time) {
+	r.calls = append(r.calls, "expect-fenced "+t.SubsystemNQN)
+}
 func (r *recordingWatcher) Health(string) (nodeagent.Health, bool) {
 	if r.health == nil {
 		return nodeagent.Health{}, false
@@ -356,6 +359,22 @@ func TestNodeStagedRecordsAndHealth(t *testing.T) {
 	w.health = &nodeagent.Health{State: nodeagent.StateLive, Since: since}
 	if _, err := n.NodeGetVolumeStats(ctx, &csipb.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: node}); err != nil {
 		t.Fatalf("stats of a live volume: %v", err)
+	}
+	// Found fenced: recorded, so a restarted plugin watches it as fenced,
+	// and staging or publishing it again is refused until it is unstaged.
+	w.health = nil
+	if err := n.vols.FailQueued(ctx, nodeagent.Target{SubsystemNQN: testNQNs + id, HostNQN: testHost}); err != nil {
+		t.Fatal(err)
+	}
+	w.calls = nil
+	if _, err := n.vols.Resume(); err != nil || len(w.calls) != 1 || w.calls[0] != "expect-fenced "+testNQNs+id {
+		t.Fatalf("resume of a fenced volume: %v, watcher calls %q", err, w.calls)
+	}
+	if _, err := n.NodeStageVolume(ctx, &csipb.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging, VolumeCapability: rawCap(), VolumeContext: vc}); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "given to another node") {
+		t.Fatalf("restage of a fenced volume: %v", err)
+	}
+	if _, err := n.NodePublishVolume(ctx, &csipb.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging, TargetPath: node + "2", VolumeCapability: rawCap()}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("publish of a fenced volume: %v", err)
 	}
 	if _, err := n.NodeUnpublishVolume(ctx, &csipb.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: node}); err != nil {
 		t.Fatal(err)

@@ -203,10 +203,21 @@ func (k *Kubelet) die() {
 // every later write fails and nothing pending is written. A block volume
 // (no mount) has nothing to shut down.
 func shutdownFS(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+	// only a mount point: the ioctl on a plain directory would shut down
+	// the file system holding it (the developer's own)
+	var st, parent unix.Stat_t
+	if err := unix.Stat(dir, &st); errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		return nil
+	} else if err != nil {
+		return err
 	}
+	if err := unix.Stat(filepath.Dir(dir), &parent); err != nil {
+		return err
+	}
+	if st.Dev == parent.Dev {
+		return nil // not mounted (a block volume, or already unstaged)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return err
 	}

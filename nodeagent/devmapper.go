@@ -215,14 +215,22 @@ func tableMatches(table string, sectors uint64, mm string) bool {
 // gRPC deadline, the plugin stopping): a device left suspended blocks
 // all its I/O.
 func (d *DMMultipath) swap(ctx context.Context, name, table string) error {
-	if _, err := d.dmsetup(ctx, "suspend", "--noflush", "--nolockfs", "--noudevsync", name); err != nil {
-		return err
+	detached := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	}
-	finish, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	_, lerr := d.dmsetup(finish, "load", name, "--table", table)
-	// resume either way: with the new table, or (load failed) the old one
-	if _, err := d.dmsetup(finish, "resume", "--noudevsync", name); err != nil {
+	if _, err := d.dmsetup(ctx, "suspend", "--noflush", "--nolockfs", "--noudevsync", name); err != nil {
+		rctx, cancel := detached() // the suspend may have happened before the error
+		defer cancel()
+		return errors.Join(err, d.resumeIfSuspended(rctx, name))
+	}
+	lctx, lcancel := detached()
+	defer lcancel()
+	_, lerr := d.dmsetup(lctx, "load", name, "--table", table)
+	// resume either way (its own time budget): with the new table, or
+	// (load failed) the old one
+	rctx, rcancel := detached()
+	defer rcancel()
+	if _, err := d.dmsetup(rctx, "resume", "--noudevsync", name); err != nil {
 		return errors.Join(lerr, err)
 	}
 	return lerr

@@ -66,11 +66,14 @@ type Monitor struct {
 	// OnChange is told every health change (events, metrics), and a
 	// Health with an empty State when a volume is forgotten.
 	OnChange func(t Target, h Health)
-	// FenceConfirmations: how many refusals in a row make a volume fenced
-	// (default 3): a storage that just rebooted can refuse a subsystem it
-	// has not exported yet; a real fence refuses every time, and the
-	// queue stays held meanwhile.
+	// FenceConfirmations and FenceConfirmWindow: a volume is fenced after
+	// at least this many refusals in a row (default 3) spanning at least
+	// this long (default 2m). A storage that just rebooted refuses the
+	// subsystems it has not exported yet, and a Connect that timed out
+	// looks the same to the kernel (EIO); a real fence refuses every
+	// time, and the queue is held meanwhile, so waiting costs nothing.
 	FenceConfirmations int
+	FenceConfirmWindow time.Duration
 	// RecheckEvery: a live volume's stable device is handed to Keep again
 	// at least this often (default 30s): without a multipathd, a path
 	// device-mapper marked failed is only reinstated by Keep.
@@ -89,6 +92,10 @@ type watch struct {
 	needKeep bool
 	health   Health
 	refusals int
+	// firstRefusal: when the current run of refusals began
+	firstRefusal time.Time
+	// failedQueue: OnFenced succeeded for this fenced volume
+	failedQueue bool
 	// busy is held while the volume is checked; Forget takes it so a
 	// volume being unstaged is never reconnected behind its back.
 	busy sync.Mutex
@@ -114,6 +121,24 @@ func (m *Monitor) Expect(t Target) {
 		return
 	}
 	m.watched[t.SubsystemNQN] = &watch{t: t, needKeep: true}
+}
+
+// ExpectFenced watches a volume that was found fenced before (a restarted
+// plugin, an unstage that failed half-way): it stays fenced — never
+// connected again, its queue failed (again) at the next check.
+func (m *Monitor) ExpectFenced(t Target, since time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.watched == nil {
+		m.watched = map[string]*watch{}
+	}
+	w, ok := m.watched[t.SubsystemNQN]
+	if !ok {
+		w = &watch{t: t}
+		m.watched[t.SubsystemNQN] = w
+	}
+	w.t, w.needKeep, w.failedQueue = t, false, false
+	w.health = Health{State: StateFenced, Since: since, Err: errors.New("found fenced before this watch started")}
 }
 
 // Forget stops watching a volume (it is being unstaged). It waits for a
@@ -187,6 +212,30 @@ func (m *Monitor) Check(ctx context.Context) {
 	wg.Wait()
 }
 
+// failQueue calls OnFenced for a fenced volume until it succeeds.
+func (m *Monitor) failQueue(ctx context.Context, w *watch) {
+	m.mu.Lock()
+	done, t := w.failedQueue, w.t
+	m.mu.Unlock()
+	if done || m.OnFenced == nil {
+		return
+	}
+	if err := m.OnFenced(ctx, t); err != nil {
+		m.Log.Error(err, "failing the I/O waiting for a fenced volume; retrying at the next check", "nqn", t.SubsystemNQN)
+		return
+	}
+	m.mu.Lock()
+	w.failedQueue = true
+	m.mu.Unlock()
+}
+
+func (m *Monitor) confirmWindow() time.Duration {
+	if m.FenceConfirmWindow > 0 {
+		return m.FenceConfirmWindow
+	}
+	return 2 * time.Minute
+}
+
 func (m *Monitor) confirmations() int {
 	if m.FenceConfirmations > 0 {
 		return m.FenceConfirmations
@@ -213,7 +262,9 @@ func (m *Monitor) checkOne(ctx context.Context, w *watch) {
 	t, prev, needKeep := w.t, w.health, w.needKeep || m.now().Sub(w.kept) >= m.recheck()
 	m.mu.Unlock()
 	if prev.State == StateFenced {
-		return // final until unstaged: never connect again
+		// final until unstaged: never connect again; fail the queue until that worked
+		m.failQueue(ctx, w)
+		return
 	}
 
 	next := Health{State: StateLive}
@@ -225,21 +276,19 @@ func (m *Monitor) checkOne(ctx context.Context, w *watch) {
 		refused := err != nil && errors.Is(err, ErrFenced)
 		m.mu.Lock()
 		if refused {
+			if w.refusals == 0 {
+				w.firstRefusal = m.now()
+			}
 			w.refusals++
 		} else {
 			w.refusals = 0
 		}
-		confirmed := w.refusals >= m.confirmations()
+		confirmed := w.refusals >= m.confirmations() && m.now().Sub(w.firstRefusal) >= m.confirmWindow()
 		m.mu.Unlock()
 		if err != nil {
 			next = Health{State: StateLost, Err: err}
 			if refused && confirmed {
 				next.State = StateFenced
-				if m.OnFenced != nil {
-					if ferr := m.OnFenced(ctx, t); ferr != nil {
-						m.Log.Error(ferr, "failing the I/O waiting for a fenced volume", "nqn", nqn)
-					}
-				}
 			}
 			break
 		}
@@ -280,6 +329,9 @@ func (m *Monitor) checkOne(ctx context.Context, w *watch) {
 		w.device, w.kept = dev, m.now()
 	}
 	m.mu.Unlock()
+	if next.State == StateFenced {
+		m.failQueue(ctx, w)
+	}
 	if changed {
 		if next.State != StateLive {
 			m.Log.Info("volume not live", "nqn", nqn, "state", next.State, "error", errString(next.Err))

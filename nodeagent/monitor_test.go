@@ -137,26 +137,37 @@ func TestMonitorKernelReconnectRechecksTheStableDevice(t *testing.T) {
 }
 
 // TestMonitorFencedIsFinal: refusals by the storage's fence make a volume
-// fenced once confirmed (a storage that just rebooted may refuse once);
-// the waiting I/O is failed once, and the volume is never connected
-// again — even when the storage admits this node again — until it is
-// unstaged (forgotten).
+// fenced once confirmed — three in a row spanning the window (a storage
+// that just rebooted may refuse for a while); the waiting I/O is failed
+// (retried until that works), and the volume is never connected again —
+// even when the storage admits this node again — until it is unstaged
+// (forgotten). A watch restored as fenced (a restarted plugin) behaves
+// the same.
 func TestMonitorFencedIsFinal(t *testing.T) {
 	nqn := pfx + "00000000000000000000000000m3"
 	f := &fakeFabric{ctrls: map[string][]string{}, states: map[string]string{}, devs: map[string]string{}}
 	f.connect = func(Target) (string, error) { return "", fmt.Errorf("%w: not admitted", ErrFenced) }
 	l := &monitorLog{}
 	m := newMonitor(f, l)
+	now := time.Date(2026, 11, 29, 9, 0, 0, 0, time.UTC)
+	m.Now = func() time.Time { return now }
+	m.FenceConfirmWindow = time.Minute
 	m.Expect(Target{SubsystemNQN: nqn, HostNQN: hostA})
-	m.Check(t.Context())
-	m.Check(t.Context())
-	if h, _ := m.Health(nqn); h.State != StateLost || l.fenced != 0 {
-		t.Fatalf("after two refusals: health %+v, OnFenced %d (want lost, not yet fenced)", h, l.fenced)
+	for i := 0; i < 5; i++ { // many refusals, but within the window
+		m.Check(t.Context())
+		now = now.Add(10 * time.Second)
 	}
+	if h, _ := m.Health(nqn); h.State != StateLost || l.fenced != 0 {
+		t.Fatalf("refusals within the window: health %+v, OnFenced %d (want lost, not yet fenced)", h, l.fenced)
+	}
+	now = now.Add(30 * time.Second)
+	failing := errors.New("dmsetup: busy")
+	m.OnFenced = func(context.Context, Target) error { l.fenced++; return failing }
 	m.Check(t.Context())
 	if h, _ := m.Health(nqn); h.State != StateFenced || l.fenced != 1 || !m.Fenced(nqn) {
-		t.Fatalf("after three refusals: health %+v, OnFenced %d", h, l.fenced)
+		t.Fatalf("refusals spanning the window: health %+v, OnFenced %d", h, l.fenced)
 	}
+	failing = nil // failing the queue works at the next check, and is not repeated after
 	f.connect = func(Target) (string, error) { // the storage admits this node again
 		f.ctrls[nqn], f.states["nvme5"], f.devs[nqn] = []string{"nvme5"}, "live", "/dev/nvme5n1"
 		return "/dev/nvme5n1", nil
@@ -165,11 +176,17 @@ func TestMonitorFencedIsFinal(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		m.Check(t.Context())
 	}
-	if f.calls != calls || len(l.kept) != 0 || l.fenced != 1 {
-		t.Fatalf("a fenced volume was connected again (%d connects) or kept %v, OnFenced %d", f.calls-calls, l.kept, l.fenced)
+	if f.calls != calls || len(l.kept) != 0 || l.fenced != 2 {
+		t.Fatalf("a fenced volume was connected again (%d connects) or kept %v, OnFenced %d (want 2)", f.calls-calls, l.kept, l.fenced)
 	}
 	m.Forget(nqn)
-	m.Expect(Target{SubsystemNQN: nqn, HostNQN: hostA}) // staged anew
+	m.ExpectFenced(Target{SubsystemNQN: nqn, HostNQN: hostA}, now) // a restarted plugin, from its record
+	m.Check(t.Context())
+	if h, _ := m.Health(nqn); h.State != StateFenced || f.calls != calls || l.fenced != 3 {
+		t.Fatalf("restored as fenced: %+v, %d connects, OnFenced %d", h, f.calls-calls, l.fenced)
+	}
+	m.Forget(nqn)
+	m.Expect(Target{SubsystemNQN: nqn, HostNQN: hostA}) // unstaged, then staged anew
 	m.Check(t.Context())
 	if h, _ := m.Health(nqn); h.State != StateLive {
 		t.Fatalf("staged anew: %+v", h)

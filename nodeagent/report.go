@@ -98,7 +98,7 @@ func (r *Reporter) OnChange(t Target, h Health) {
 			"volume %s: no NVMe/TCP controller and connecting again fails (%v); its I/O waits and the node agent keeps trying", vol, h.Err)
 	case StateFenced:
 		r.Recorder.Eventf(node, nil, corev1.EventTypeWarning, ReasonVolumeFenced, "Reconnect",
-			"volume %s: the storage refuses this node's host NQN (%v): the volume was given to another node; its I/O waits and can never complete here — delete the pods on this node that use it", vol, h.Err)
+			"volume %s: the storage refuses this node's host NQN (%v): the volume was given to another node; its waiting I/O was failed and it is never connected here again — delete the pods on this node that use it", vol, h.Err)
 	case StateLive:
 		if alarmed {
 			r.Recorder.Eventf(node, nil, corev1.EventTypeNormal, ReasonVolumeConnectionRestored, "Reconnect",

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Staged is what the node agent remembers of a staged volume, so a
@@ -26,6 +27,10 @@ type Staged struct {
 	// reboot nothing is attached or mounted, and the records of the
 	// previous boot are dropped rather than reconnected.
 	Boot string `json:"boot"`
+	// FencedSince is set once the storage's fence refused this node for
+	// the volume: it stays fenced (never connected again) across restarts
+	// of the plugin until the volume is unstaged.
+	FencedSince *time.Time `json:"fencedSince,omitempty"`
 }
 
 // StagedStore keeps one small JSON file per staged volume in Dir.
@@ -56,11 +61,35 @@ func (s StagedStore) Put(v Staged) error {
 		return err
 	}
 	v.Boot = s.bootID()
+	if v.Boot == "" {
+		return errors.New("cannot read the kernel's boot ID: refusing to write a staged-volume record that a later start could not place")
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	return writeAtomic(s.file(v.Target.SubsystemNQN), b)
+}
+
+// MarkFenced records that the volume of subsystem nqn is fenced (kept
+// across restarts). A volume without a record gets one.
+func (s StagedStore) MarkFenced(t Target, id, mapName string, since time.Time) error {
+	recs, err := s.List()
+	if err != nil && len(recs) == 0 {
+		return err
+	}
+	rec := Staged{VolumeID: id, Target: t, MapName: mapName}
+	for _, r := range recs {
+		if r.Target.SubsystemNQN == t.SubsystemNQN {
+			rec = r
+		}
+	}
+	if rec.FencedSince != nil {
+		return nil
+	}
+	since = since.UTC()
+	rec.FencedSince = &since
+	return s.Put(rec)
 }
 
 // Delete forgets the volume of subsystem nqn (idempotent).
@@ -76,7 +105,7 @@ func (s StagedStore) Delete(nqn string) error {
 // error naming the file (the agent must not silently stop watching a
 // volume).
 func (s StagedStore) List() ([]Staged, error) {
-	boot := s.bootID()
+	boot := s.bootID() // "" (unreadable): keep every record
 	names, err := filepath.Glob(filepath.Join(s.Dir, "staged-*.json"))
 	if err != nil {
 		return nil, err
@@ -94,7 +123,7 @@ func (s StagedStore) List() ([]Staged, error) {
 			errs = append(errs, fmt.Errorf("staged-volume record %s is not one this agent wrote (%q)", n, strings.TrimSpace(string(b))))
 			continue
 		}
-		if v.Boot != boot {
+		if boot != "" && v.Boot != "" && v.Boot != boot {
 			_ = os.Remove(n) // staged before a reboot: nothing of it is attached now
 			continue
 		}

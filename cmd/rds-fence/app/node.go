@@ -41,6 +41,7 @@ type NodeOptions struct {
 	// NVMe/TCP: kernel connect options and the monitor's period.
 	CtrlLossTmo, ReconnectDelay, KeepAliveTmo int
 	MonitorInterval                           time.Duration
+	FenceConfirmWindow                        time.Duration
 }
 
 // ParseNodeFlags parses args into options and validates them.
@@ -65,6 +66,7 @@ func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Lo
 	fs.IntVar(&o.ReconnectDelay, "nvme-reconnect-delay", 2, "seconds between the kernel's reconnect attempts")
 	fs.IntVar(&o.KeepAliveTmo, "nvme-keep-alive-tmo", 5, "NVMe keep-alive timeout in seconds (detects a silent partition)")
 	fs.DurationVar(&o.MonitorInterval, "monitor-interval", 2*time.Second, "how often the node agent checks that every staged volume is connected")
+	fs.DurationVar(&o.FenceConfirmWindow, "fence-confirm-window", 2*time.Minute, "how long the storage must keep refusing this node (at least 3 refusals) before a volume counts as fenced: its waiting I/O is then failed and it is never connected here again until unstaged")
 	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/rds-fence", "where the node plugin remembers what it attached")
 	fs.StringVar(&o.NQNPrefix, "nqn-prefix", "nqn.2000-02.com.mikrotik:", "subsystem NQN prefix (the controller's --nqn-prefix)")
 	fs.StringVar(&o.SlotPrefix, "slot-prefix", "pvc-", "slot prefix of this driver's volumes (the controller's --slot-prefix)")
@@ -82,8 +84,8 @@ func ParseNodeFlags(args []string, version string) (*NodeOptions, func() logr.Lo
 	if o.Transport != "nvme" && o.Transport != "loop" && o.Transport != "none" {
 		errs = append(errs, fmt.Errorf("--transport must be nvme, loop or none, got %q", o.Transport))
 	}
-	if o.ReconnectDelay <= 0 || o.KeepAliveTmo <= 0 || o.MonitorInterval <= 0 || o.CtrlLossTmo < -1 || o.CtrlLossTmo == 0 {
-		errs = append(errs, errors.New("--nvme-reconnect-delay, --nvme-keep-alive-tmo and --monitor-interval must be positive, --nvme-ctrl-loss-tmo positive or -1"))
+	if o.ReconnectDelay <= 0 || o.KeepAliveTmo <= 0 || o.MonitorInterval <= 0 || o.FenceConfirmWindow <= 0 || o.CtrlLossTmo < -1 || o.CtrlLossTmo == 0 {
+		errs = append(errs, errors.New("--nvme-reconnect-delay, --nvme-keep-alive-tmo, --monitor-interval and --fence-confirm-window must be positive, --nvme-ctrl-loss-tmo positive or -1"))
 	}
 	if o.Reannotate <= 0 {
 		errs = append(errs, fmt.Errorf("--host-nqn-reannotate must be positive, got %s", o.Reannotate))

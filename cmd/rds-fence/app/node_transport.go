@@ -46,7 +46,7 @@ func nodeVolumes(ctx context.Context, o *NodeOptions, hostNQN string, cfg *rest.
 	if err != nil {
 		return nil, err
 	}
-	mon := &nodeagent.Monitor{Fabric: conn, Interval: o.MonitorInterval, Keep: vols.Keep, OnFenced: vols.FailQueued,
+	mon := &nodeagent.Monitor{Fabric: conn, Interval: o.MonitorInterval, Keep: vols.Keep, OnFenced: vols.FailQueued, FenceConfirmWindow: o.FenceConfirmWindow,
 		OnChange: nodeagent.NewReporter(reg, rec, o.CSI.NodeID, o.NQNPrefix).OnChange, Log: log.WithName("monitor")}
 	vols.Watcher = mon
 	recs, err := vols.Resume()

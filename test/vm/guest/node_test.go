@@ -74,7 +74,7 @@ func startNode(t *testing.T, stateDir, host string) *node {
 		Mapper:  &nodeagent.DMMultipath{Exec: nodeagent.HostExec{}, Prefix: csi.MapPrefix},
 		Staged:  &nodeagent.StagedStore{Dir: stateDir}}
 	n := &node{vols: vols, conn: conn, states: make(chan string, 100)}
-	n.mon = &nodeagent.Monitor{Fabric: conn, Interval: 250 * time.Millisecond, Keep: vols.Keep, OnFenced: vols.FailQueued, Log: testr.New(t),
+	n.mon = &nodeagent.Monitor{Fabric: conn, Interval: 250 * time.Millisecond, Keep: vols.Keep, OnFenced: vols.FailQueued, FenceConfirmWindow: time.Second, Log: testr.New(t),
 		OnChange: func(_ nodeagent.Target, h nodeagent.Health) {
 			select {
 			case n.states <- h.State:
@@ -491,7 +491,13 @@ func TestNodeFencedVolumeNeverWrites(t *testing.T) {
 	tg.link(t) // the storage answers again, but refuses this host
 	start := time.Now()
 	n.waitState(t, nodeagent.StateFenced, 30*time.Second)
-	t.Logf("FIGURE fenced: detected %s after the target answered again (ctrl_loss_tmo=2, 3 refusals at 250ms)", time.Since(start).Round(time.Millisecond))
+	t.Logf("FIGURE fenced: detected %s after the target answered again (ctrl_loss_tmo=2; at least 3 refusals over at least 1s, 250ms apart)", time.Since(start).Round(time.Millisecond))
+	// a restarted plugin knows from its record that the volume is fenced
+	n.stop()
+	n = startNode(t, "/tmp/node-state-d", hostA)
+	if h, ok := n.mon.Health(nqn); !ok || h.State != nodeagent.StateFenced {
+		t.Fatalf("after a plugin restart the fenced volume is %+v (watched %v)", h, ok)
+	}
 	select {
 	case err := <-done:
 		if err == nil {
