@@ -167,7 +167,7 @@ func TestMonitorFencedIsFinal(t *testing.T) {
 	if h, _ := m.Health(nqn); h.State != StateFenced || l.fenced != 1 || !m.Fenced(nqn) {
 		t.Fatalf("refusals spanning the window: health %+v, OnFenced %d", h, l.fenced)
 	}
-	failing = nil // failing the queue works at the next check, and is not repeated after
+	failing = nil                              // failing the queue works at the next check, and is not repeated after
 	f.connect = func(Target) (string, error) { // the storage admits this node again
 		f.ctrls[nqn], f.states["nvme5"], f.devs[nqn] = []string{"nvme5"}, "live", "/dev/nvme5n1"
 		return "/dev/nvme5n1", nil
