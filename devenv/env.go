@@ -252,7 +252,8 @@ func (e *Env) startSidecars(ctx context.Context) error {
 	return nil
 }
 
-// Proc returns the log file of a process by name ("controller", "node-a", ...).
+// Log returns the log file of a process by name ("controller", "node-a",
+// "kubelet-node-a", ...).
 func (e *Env) Log(name string) string { return filepath.Join(e.Dir, "logs", name+".log") }
 
 // dirMarker marks a directory as the environment's: Start clears only
