@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -59,28 +58,12 @@ type DMMultipath struct {
 	SysRoot string // default /sys
 	DevRoot string // default /dev
 
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+	locks keyedMutex
 }
 
 var _ Mapper = (*DMMultipath)(nil)
 
 var dmName = regexp.MustCompile(`^[A-Za-z0-9._-]{1,120}$`)
-
-func (d *DMMultipath) lock(name string) func() {
-	d.mu.Lock()
-	if d.locks == nil {
-		d.locks = map[string]*sync.Mutex{}
-	}
-	l, ok := d.locks[name]
-	if !ok {
-		l = &sync.Mutex{}
-		d.locks[name] = l
-	}
-	d.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
 
 func (d *DMMultipath) check(name string) error {
 	if d.Prefix == "" || !strings.HasPrefix(name, d.Prefix) || !dmName.MatchString(name) {
@@ -140,7 +123,7 @@ func (d *DMMultipath) Map(ctx context.Context, name, dev string) (string, error)
 	if err := d.check(name); err != nil {
 		return "", err
 	}
-	defer d.lock(name)()
+	defer d.locks.lock(name)()
 	mm, size, err := d.deviceOf(dev)
 	if err != nil {
 		return "", err
@@ -290,7 +273,7 @@ func (d *DMMultipath) FailQueued(ctx context.Context, name string) error {
 	if err := d.check(name); err != nil {
 		return err
 	}
-	defer d.lock(name)()
+	defer d.locks.lock(name)()
 	_, err := d.dmsetup(ctx, "message", name, "0", "fail_if_no_path")
 	if isNoDevice(err) {
 		return nil
@@ -303,7 +286,7 @@ func (d *DMMultipath) Unmap(ctx context.Context, name string) error {
 	if err := d.check(name); err != nil {
 		return err
 	}
-	defer d.lock(name)()
+	defer d.locks.lock(name)()
 	_, err := d.dmsetup(ctx, "remove", "--noudevsync", name)
 	if isNoDevice(err) {
 		return nil

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -32,23 +31,7 @@ type NVMeConnector struct {
 	// (default 10s).
 	Wait time.Duration
 
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
-}
-
-func (c *NVMeConnector) lock(nqn string) func() {
-	c.mu.Lock()
-	if c.locks == nil {
-		c.locks = map[string]*sync.Mutex{}
-	}
-	l, ok := c.locks[nqn]
-	if !ok {
-		l = &sync.Mutex{}
-		c.locks[nqn] = l
-	}
-	c.mu.Unlock()
-	l.Lock()
-	return l.Unlock
+	locks keyedMutex
 }
 
 var _ Connector = (*NVMeConnector)(nil)
@@ -121,7 +104,7 @@ func (c *NVMeConnector) Connect(ctx context.Context, t Target) (string, error) {
 	if err := ValidateHostNQN(t.HostNQN); err != nil {
 		return "", err
 	}
-	defer c.lock(t.SubsystemNQN)()
+	defer c.locks.lock(t.SubsystemNQN)()
 	if dev, err := c.Device(ctx, t.SubsystemNQN); err == nil {
 		return dev, nil
 	}
